@@ -1,0 +1,5 @@
+import sys
+
+from xafsflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""xafsflow.domains."""

@@ -1,0 +1,666 @@
+"""XAFS edge finding and edge-step normalization.
+
+This module turns measured absorption spectra :math:`\\mu(E)` into
+edge-step-normalized spectra, the usual first step of any XANES or EXAFS
+analysis:
+
+1. find the edge energy :math:`E_0` (:func:`find_e0`);
+2. fit a straight line to the pre-edge region and a low-order polynomial to
+   the post-edge region, both defined relative to :math:`E_0`;
+3. divide the pre-edge-subtracted spectrum by the edge step
+   :math:`\\Delta\\mu = \\mathrm{post}(E_0) - \\mathrm{pre}(E_0)`
+   (:func:`normalize_edge`), optionally for a whole image stack with dask
+   (:func:`normalize_stack`).
+
+Every function works on one spectrum ``mu`` of shape ``(E,)`` or on many
+spectra at once, ``mu`` of shape ``(E, n)`` sharing one energy grid, with
+one :math:`E_0` per column. There is no Python loop over spectra: because
+each column has its own fit windows, the fits are done as batched weighted
+least squares, the windows entering as 0/1 weights.
+
+Energies are in eV throughout; ``mu`` is in whatever units it comes in
+(usually dimensionless absorbance, :math:`\\ln(I_0/I_t)`), and the
+normalized outputs are dimensionless (edge step = 1).
+
+Only NumPy and SciPy are imported at module import; dask is imported inside
+:func:`normalize_stack`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from xafsflow.errors import AnalysisInputError
+
+__all__ = [
+    "EdgeNormalization",
+    "MIN_WINDOW_POINTS",
+    "find_e0",
+    "normalize_edge",
+    "normalize_stack",
+]
+
+#: Fewest measured points accepted in the pre-edge or the post-edge window.
+MIN_WINDOW_POINTS = 5
+
+#: :func:`find_e0` ignores this many measured points at each end of the grid.
+_N_END_SKIP = 3
+
+#: Upper bound on the number of points of the uniform grid used by
+#: :func:`find_e0` (bounds memory for very finely sampled data).
+_MAX_UNIFORM_POINTS = 16384
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_energy(energy: Any) -> np.ndarray:
+    """Return ``energy`` as a 1-D float array, or raise AnalysisInputError."""
+    e = np.asarray(energy, dtype=float)
+    if e.ndim != 1:
+        raise AnalysisInputError(f"energy must be 1-D, got shape {e.shape}")
+    if e.size < 2:
+        raise AnalysisInputError(f"energy has {e.size} point(s); a spectrum needs many more")
+    bad = ~np.isfinite(e)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AnalysisInputError(
+            f"energy contains {int(bad.sum())} non-finite value(s) (first at index {i}: {e[i]!r})"
+        )
+    de = np.diff(e)
+    if np.any(de <= 0):
+        i = int(np.flatnonzero(de <= 0)[0])
+        raise AnalysisInputError(
+            "energy must be strictly increasing: "
+            f"energy[{i}] = {e[i]:g} eV, energy[{i + 1}] = {e[i + 1]:g} eV"
+        )
+    return e
+
+
+def _check_mu(mu: Any, n_energy: int) -> np.ndarray:
+    """Return ``mu`` as a float array of shape ``(E, ...)``, or raise."""
+    m = np.asarray(mu, dtype=float)
+    if m.ndim == 0 or m.shape[0] != n_energy:
+        raise AnalysisInputError(
+            f"mu must have shape (E,) or (E, n) with E = len(energy) = {n_energy}, got shape {m.shape}"
+        )
+    bad = ~np.isfinite(m)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        where = f"index {tuple(int(i) for i in idx)}" if m.ndim > 1 else f"index {int(idx[0])}"
+        raise AnalysisInputError(
+            f"mu contains {int(bad.sum())} non-finite value(s) (first at {where})"
+        )
+    return m
+
+
+def _check_float(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AnalysisInputError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise AnalysisInputError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _check_nnorm(nnorm: Any) -> int:
+    if isinstance(nnorm, bool) or not isinstance(nnorm, (int, np.integer)):
+        raise AnalysisInputError(f"nnorm must be an integer 0..3, got {nnorm!r}")
+    if not 0 <= int(nnorm) <= 3:
+        raise AnalysisInputError(f"nnorm (post-edge polynomial degree) must be 0..3, got {nnorm}")
+    return int(nnorm)
+
+
+def _check_ranges(pre1, pre2, norm1, norm2) -> tuple[float, float, float, float | None]:
+    pre1 = _check_float("pre1", pre1)
+    pre2 = _check_float("pre2", pre2)
+    norm1 = _check_float("norm1", norm1)
+    if pre1 >= pre2:
+        raise AnalysisInputError(f"pre-edge range needs pre1 < pre2, got pre1={pre1:g}, pre2={pre2:g} eV")
+    if norm2 is not None:
+        norm2 = _check_float("norm2", norm2)
+        if norm1 >= norm2:
+            raise AnalysisInputError(
+                f"post-edge range needs norm1 < norm2, got norm1={norm1:g}, norm2={norm2:g} eV"
+            )
+    return pre1, pre2, norm1, norm2
+
+
+def _check_smooth(smooth_ev: Any) -> float:
+    s = _check_float("smooth_ev", smooth_ev)
+    if s < 0:
+        raise AnalysisInputError(f"smooth_ev must be >= 0 eV, got {s:g}")
+    return s
+
+
+# ---------------------------------------------------------------------------
+# edge energy
+# ---------------------------------------------------------------------------
+
+
+def _uniform_grid(energy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Uniform grid spanning ``energy`` with the finest measured step (bounded)."""
+    span = energy[-1] - energy[0]
+    h = float(np.min(np.diff(energy)))
+    h = max(h, span / (_MAX_UNIFORM_POINTS - 1))
+    npts = int(np.floor(span / h + 1e-9)) + 1
+    return energy[0] + h * np.arange(npts), h
+
+
+def _interp_columns(x_new: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every column of ``y`` (shape (E, n)) onto ``x_new``."""
+    i = np.clip(np.searchsorted(x, x_new, side="right") - 1, 0, x.size - 2)
+    t = (x_new - x[i]) / (x[i + 1] - x[i])
+    return y[i] * (1.0 - t)[:, None] + y[i + 1] * t[:, None]
+
+
+def _find_e0_2d(energy: np.ndarray, mu2: np.ndarray, smooth_ev: float) -> np.ndarray:
+    """Edge energies (n,) of validated ``mu2`` (E, n); see :func:`find_e0`."""
+    n_e = energy.size
+    if n_e < 2 * _N_END_SKIP + 3:
+        raise AnalysisInputError(
+            f"too few energy points ({n_e}) to find the edge; need at least {2 * _N_END_SKIP + 3}"
+        )
+    grid, h = _uniform_grid(energy)
+    mu_u = _interp_columns(grid, energy, mu2)
+    if smooth_ev > 0:
+        mu_u = gaussian_filter1d(mu_u, sigma=smooth_ev / h, axis=0, mode="nearest", truncate=4.0)
+    deriv = np.gradient(mu_u, h, axis=0)
+
+    # interior: uniform points between the (N+1)-th measured point and the
+    # (N+1)-th from the end; the parabola neighbours then always exist.
+    lo = int(np.searchsorted(grid, energy[_N_END_SKIP], side="left"))
+    hi = int(np.searchsorted(grid, energy[-1 - _N_END_SKIP], side="right"))
+    lo = max(lo, 1)
+    hi = min(hi, grid.size - 1)
+    if hi - lo < 1:  # pragma: no cover - guarded by the point count above
+        raise AnalysisInputError("energy grid too short to find the edge")
+    imax = lo + np.argmax(deriv[lo:hi], axis=0)  # (n,)
+
+    cols = np.arange(mu2.shape[1])
+    y0 = deriv[imax - 1, cols]
+    y1 = deriv[imax, cols]
+    y2 = deriv[imax + 1, cols]
+    curv = y0 - 2.0 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(curv < 0, 0.5 * (y0 - y2) / curv, 0.0)
+    shift = np.clip(shift, -0.5, 0.5)
+    return grid[imax] + shift * h
+
+
+def find_e0(energy, mu, smooth_ev: float = 1.0) -> np.ndarray | float:
+    """Edge energy: the energy of the steepest rise of ``mu``.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        Photon energy in eV, finite and strictly increasing.
+    mu : array_like, shape (E,) or (E, n)
+        Absorption coefficient (any units); several spectra as columns.
+    smooth_ev : float, default 1.0
+        Standard deviation, in eV, of the Gaussian smoothing applied before
+        differentiating. ``0`` disables smoothing.
+
+    Returns
+    -------
+    float or ndarray, shape (n,)
+        :math:`E_0` in eV: a float for 1-D ``mu``, one value per column for
+        2-D ``mu``.
+
+    Raises
+    ------
+    AnalysisInputError
+        Non-finite values, energy not strictly increasing, shape mismatch,
+        or fewer than ``2 * 3 + 3 = 9`` energy points.
+
+    Notes
+    -----
+    The procedure is exactly:
+
+    1. Build a uniform grid from ``energy[0]`` in steps of
+       ``h = max(min(diff(energy)), (energy[-1] - energy[0]) / 16383)`` eV
+       (the finest measured step, bounded so the grid has at most 16384
+       points) and linearly interpolate every column of ``mu`` onto it.
+    2. Smooth along energy with a Gaussian of standard deviation
+       ``smooth_ev`` eV, i.e. ``smooth_ev / h`` grid steps
+       (:func:`scipy.ndimage.gaussian_filter1d`, ``mode='nearest'``,
+       truncated at 4 sigma).
+    3. Differentiate with second-order central differences
+       (:func:`numpy.gradient`).
+    4. Take the maximum of the derivative over the interior of the grid,
+       i.e. uniform points between the 4th measured energy and the 4th
+       measured energy from the end (the first and last 3 measured points
+       are ignored, where padding and sparse end sampling bias the
+       derivative).
+    5. Refine with the vertex of the parabola through the maximum and its two
+       uniform-grid neighbours (shift limited to half a step).
+    """
+    e = _check_energy(energy)
+    m = _check_mu(mu, e.size)
+    s = _check_smooth(smooth_ev)
+    m2 = m.reshape(e.size, -1)
+    e0 = _find_e0_2d(e, m2, s)
+    if m.ndim == 1:
+        return float(e0[0])
+    return e0.reshape(m.shape[1:])
+
+
+# ---------------------------------------------------------------------------
+# batched weighted polynomial fits
+# ---------------------------------------------------------------------------
+
+
+def _window_fit(
+    energy: np.ndarray, mu2: np.ndarray, weights: np.ndarray, degree: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares polynomial per column, each over its own window.
+
+    Parameters
+    ----------
+    energy : (E,) eV
+    mu2 : (E, n)
+    weights : (E, n) 0/1 window masks (at least ``degree + 1`` points each).
+    degree : polynomial degree.
+
+    Returns
+    -------
+    coef : (n, degree+1) coefficients in the scaled variable
+        ``x = (E - centre) / scale``, increasing powers.
+    centre, scale : (n,) eV.
+    values : (E, n) the fitted polynomial evaluated on the whole grid.
+    """
+    wsum = weights.sum(axis=0)
+    centre = (weights * energy[:, None]).sum(axis=0) / wsum
+    dist = np.abs(energy[:, None] - centre[None, :])
+    scale = np.max(np.where(weights > 0, dist, 0.0), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    x = (energy[:, None] - centre[None, :]) / scale[None, :]  # (E, n), in [-1, 1] in the window
+
+    # Normal equations from weighted power moments: A[p, q] = sum w x^(p+q),
+    # b[p] = sum w x^p mu (Hankel structure: only 2*degree+1 moments needed,
+    # so memory stays O(E * n) whatever the degree).
+    n_p = degree + 1
+    moments = np.empty((2 * degree + 1, x.shape[1]))
+    rhs = np.empty((n_p, x.shape[1]))
+    wx = weights.copy()  # w * x^k
+    for k in range(2 * degree + 1):  # loop over powers, not spectra
+        moments[k] = wx.sum(axis=0)
+        if k < n_p:
+            rhs[k] = np.einsum("en,en->n", wx, mu2)
+        wx *= x
+    hankel = np.add.outer(np.arange(n_p), np.arange(n_p))  # (p, q) -> p + q
+    normal = np.moveaxis(moments[hankel], -1, 0)  # (n, p, q)
+    coef = np.linalg.solve(normal, rhs.T[:, :, None])[:, :, 0]  # (n, p)
+
+    values = np.zeros_like(x)  # Horner evaluation on the whole grid
+    for k in range(degree, -1, -1):
+        values = values * x + coef[:, k][None, :]
+    return coef, centre, scale, values
+
+
+def _poly_eval(coef: np.ndarray, centre: np.ndarray, scale: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Evaluate scaled-variable polynomials (n, p) at one energy per column (n,)."""
+    x = (at - centre) / scale
+    return np.einsum("np,np->n", coef, x[:, None] ** np.arange(coef.shape[1]))
+
+
+def _to_e0_basis(coef: np.ndarray, centre: np.ndarray, scale: np.ndarray, e0: np.ndarray) -> np.ndarray:
+    """Convert coefficients in ``x = (E - c)/s`` to powers of ``u = E - e0`` (eV).
+
+    With ``x = (u - d)/s``, ``d = c - e0``:
+    ``sum_k a_k s^-k (u - d)^k = sum_j u^j sum_{k>=j} a_k s^-k C(k, j) (-d)^(k-j)``.
+    Returns shape (p, n).
+    """
+    from math import comb
+
+    n_p = coef.shape[1]
+    d = centre - e0
+    out = np.zeros((n_p, coef.shape[0]))
+    for k in range(n_p):  # loop over polynomial degree (<= 4), not spectra
+        ak = coef[:, k] / scale**k
+        for j in range(k + 1):
+            out[j] += ak * comb(k, j) * (-d) ** (k - j)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# normalization
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class EdgeNormalization:
+    """Result of :func:`normalize_edge`.
+
+    Arrays "shaped like mu" have shape ``mu.shape`` = ``(E,)`` or ``(E, n)``;
+    per-spectrum scalars have shape ``mu.shape[1:]`` (``()`` for one
+    spectrum, ``(n,)`` for columns).
+
+    Attributes
+    ----------
+    e0 : ndarray, shape mu.shape[1:]
+        Edge energy used, eV (given or found with :func:`find_e0`).
+    edge_step : ndarray, shape mu.shape[1:]
+        ``post(e0) - pre(e0)``, in units of ``mu``.
+    pre_edge : ndarray, shape mu.shape
+        Pre-edge line evaluated on the whole energy grid (units of ``mu``).
+    post_edge : ndarray, shape mu.shape
+        Post-edge polynomial evaluated on the whole energy grid.
+    norm : ndarray, shape mu.shape
+        ``(mu - pre_edge) / edge_step``, dimensionless.
+    flat : ndarray, shape mu.shape
+        ``norm`` below ``e0``; at and above ``e0``,
+        ``norm - ((post_edge - pre_edge) / edge_step - 1)``, i.e. the
+        post-edge curvature removed so the post-edge oscillates about 1.
+    pre_coeffs : ndarray, shape (2,) + mu.shape[1:]
+        Pre-edge line as ``pre(E) = sum_k pre_coeffs[k] * (E - e0)**k``
+        (``E`` in eV): ``pre_coeffs[0]`` = pre(e0), ``pre_coeffs[1]`` =
+        slope per eV.
+    post_coeffs : ndarray, shape (nnorm + 1,) + mu.shape[1:]
+        Post-edge polynomial in powers of ``(E - e0)`` (eV), increasing
+        order; ``post_coeffs[0]`` = post(e0).
+    params : dict
+        Settings used: ``pre1``, ``pre2``, ``norm1``, ``norm2`` (eV relative
+        to e0; ``norm2`` None = up to the last energy), ``nnorm``,
+        ``smooth_ev``, ``e0_given`` (bool), ``min_window_points``.
+    """
+
+    e0: np.ndarray
+    edge_step: np.ndarray
+    pre_edge: np.ndarray
+    post_edge: np.ndarray
+    norm: np.ndarray
+    flat: np.ndarray
+    pre_coeffs: np.ndarray
+    post_coeffs: np.ndarray
+    params: dict = field(default_factory=dict)
+
+
+def _e0_columns(energy: np.ndarray, m: np.ndarray, m2: np.ndarray, e0, smooth_ev: float) -> np.ndarray:
+    """Per-column e0 (n,) from a given scalar/array, or found."""
+    n = m2.shape[1]
+    if e0 is None:
+        return _find_e0_2d(energy, m2, smooth_ev)
+    e0a = np.asarray(e0, dtype=float)
+    if e0a.ndim == 0:
+        e0a = np.full(n, float(e0a))
+    else:
+        if e0a.shape != m.shape[1:]:
+            raise AnalysisInputError(
+                f"e0 must be a scalar or have shape mu.shape[1:] = {m.shape[1:]}, got {e0a.shape}"
+            )
+        e0a = e0a.reshape(n)
+    bad = ~np.isfinite(e0a)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AnalysisInputError(f"e0 is not finite ({e0a[i]!r}) for spectrum {i}")
+    out = (e0a < energy[0]) | (e0a > energy[-1])
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise AnalysisInputError(
+            f"e0 = {e0a[i]:g} eV (spectrum {i}) is outside the energy range "
+            f"[{energy[0]:g}, {energy[-1]:g}] eV"
+        )
+    return e0a
+
+
+def _window_mask(energy, lo, hi, name, e0, rel_lo, rel_hi_text) -> np.ndarray:
+    """0/1 weights (E, n) for energy in [lo, hi] per column; raise if too few points."""
+    mask = (energy[:, None] >= lo[None, :]) & (energy[:, None] <= hi[None, :])
+    count = mask.sum(axis=0)
+    few = count < MIN_WINDOW_POINTS
+    if few.any():
+        i = int(np.flatnonzero(few)[0])
+        n_few = int(few.sum())
+        others = f" ({n_few} spectra affected)" if n_few > 1 else ""
+        raise AnalysisInputError(
+            f"{name} window [e0{rel_lo:+g}, {rel_hi_text}] = [{lo[i]:.2f}, {hi[i]:.2f}] eV "
+            f"contains {int(count[i])} point(s), fewer than {MIN_WINDOW_POINTS}, "
+            f"for spectrum {i} with e0 = {e0[i]:.2f} eV "
+            f"(data span [{energy[0]:.2f}, {energy[-1]:.2f}] eV){others}"
+        )
+    return mask.astype(float)
+
+
+def normalize_edge(
+    energy,
+    mu,
+    e0=None,
+    pre1: float = -150.0,
+    pre2: float = -30.0,
+    norm1: float = 150.0,
+    norm2: float | None = None,
+    nnorm: int = 2,
+    smooth_ev: float = 1.0,
+) -> EdgeNormalization:
+    """Pre-edge subtraction and edge-step normalization.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        Photon energy, eV, finite and strictly increasing.
+    mu : array_like, shape (E,) or (E, n)
+        Absorption; several spectra on the same grid as columns (any
+        trailing shape is accepted and treated as flattened columns).
+    e0 : float or array_like of shape mu.shape[1:], optional
+        Edge energy per spectrum, eV. ``None`` finds it with
+        :func:`find_e0` (with ``smooth_ev``).
+    pre1, pre2 : float, default -150, -30
+        Pre-edge window, eV relative to e0: a straight line is fitted by
+        least squares to ``mu`` over ``e0 + pre1 <= E <= e0 + pre2``.
+    norm1, norm2 : float, default 150, None
+        Post-edge window, eV relative to e0: a polynomial of degree
+        ``nnorm`` in energy is fitted to ``mu`` over
+        ``e0 + norm1 <= E <= e0 + norm2``; ``norm2=None`` extends it to the
+        last energy.
+    nnorm : int, default 2
+        Degree of the post-edge polynomial, 0..3.
+    smooth_ev : float, default 1.0
+        Gaussian smoothing (sigma, eV) for :func:`find_e0` when ``e0`` is
+        None.
+
+    Returns
+    -------
+    EdgeNormalization
+        ``edge_step = post(e0) - pre(e0)``; ``norm = (mu - pre) / step``;
+        ``flat`` = ``norm`` for ``E < e0`` and
+        ``norm - ((post - pre) / step - 1)`` for ``E >= e0``.
+
+    Raises
+    ------
+    AnalysisInputError
+        Non-finite ``energy``/``mu``/``e0``; energy not strictly increasing;
+        shape mismatch; e0 outside the energy range; fewer than 5 points in
+        the pre-edge or post-edge window (the message names the window and
+        the e0 used); edge step <= 0 or non-finite; ``nnorm`` not in 0..3;
+        reversed windows.
+
+    Notes
+    -----
+    Both windows are inclusive at both ends. Each column has its own
+    windows (they move with its e0), so the fits are batched weighted least
+    squares: window masks are 0/1 weights, the normal equations are built
+    from weighted power moments (:func:`numpy.einsum`, no per-spectrum
+    loop) in a per-column centred and scaled energy
+    ``x = (E - c) / s`` (``c`` the mean energy of the window, ``s`` its
+    largest ``|E - c|``) and solved with one batched
+    :func:`numpy.linalg.solve`. One spectrum goes through the same code as
+    ``(E, 1)``.
+    """
+    e = _check_energy(energy)
+    m = _check_mu(mu, e.size)
+    nnorm = _check_nnorm(nnorm)
+    pre1, pre2, norm1, norm2 = _check_ranges(pre1, pre2, norm1, norm2)
+    smooth_ev = _check_smooth(smooth_ev)
+
+    m2 = m.reshape(e.size, -1)
+    e0c = _e0_columns(e, m, m2, e0, smooth_ev)
+
+    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
+    hi_post = np.full_like(e0c, e[-1]) if norm2 is None else e0c + norm2
+    w_post = _window_mask(
+        e, e0c + norm1, hi_post, "post-edge", e0c, norm1,
+        "last energy" if norm2 is None else f"e0{norm2:+g}",
+    )
+
+    c_pre, ctr_pre, sc_pre, pre_edge = _window_fit(e, m2, w_pre, 1)
+    c_post, ctr_post, sc_post, post_edge = _window_fit(e, m2, w_post, nnorm)
+
+    pre_at_e0 = _poly_eval(c_pre, ctr_pre, sc_pre, e0c)
+    post_at_e0 = _poly_eval(c_post, ctr_post, sc_post, e0c)
+    step = post_at_e0 - pre_at_e0
+    bad = ~np.isfinite(step) | (step <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AnalysisInputError(
+            f"edge step post(e0) - pre(e0) = {step[i]:.6g} is not positive for spectrum {i} "
+            f"(e0 = {e0c[i]:.2f} eV, pre-edge [e0{pre1:+g}, e0{pre2:+g}] eV, post-edge "
+            f"[e0{norm1:+g}, {'last energy' if norm2 is None else f'e0{norm2:+g}'}] eV): "
+            "is this an absorption edge, with mu rising through it?"
+            + (f" ({int(bad.sum())} spectra affected)" if bad.sum() > 1 else "")
+        )
+
+    norm = (m2 - pre_edge) / step
+    above = e[:, None] >= e0c[None, :]
+    flat = np.where(above, norm - ((post_edge - pre_edge) / step - 1.0), norm)
+
+    shape = m.shape
+    scalar_shape = m.shape[1:]
+    pre_coeffs = _to_e0_basis(c_pre, ctr_pre, sc_pre, e0c)
+    post_coeffs = _to_e0_basis(c_post, ctr_post, sc_post, e0c)
+
+    return EdgeNormalization(
+        e0=e0c.reshape(scalar_shape),
+        edge_step=step.reshape(scalar_shape),
+        pre_edge=pre_edge.reshape(shape),
+        post_edge=post_edge.reshape(shape),
+        norm=norm.reshape(shape),
+        flat=flat.reshape(shape),
+        pre_coeffs=pre_coeffs.reshape((2,) + scalar_shape),
+        post_coeffs=post_coeffs.reshape((nnorm + 1,) + scalar_shape),
+        params={
+            "pre1": pre1,
+            "pre2": pre2,
+            "norm1": norm1,
+            "norm2": norm2,
+            "nnorm": nnorm,
+            "smooth_ev": smooth_ev,
+            "e0_given": e0 is not None,
+            "min_window_points": MIN_WINDOW_POINTS,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------
+# dask image stacks
+# ---------------------------------------------------------------------------
+
+
+def _stack_block(mu_block: np.ndarray, e0_block, energy: np.ndarray, params: dict) -> np.ndarray:
+    """Normalize one (E, m) block; pack e0, step, norm, flat into (2 + 2E, m)."""
+    res = normalize_edge(energy, mu_block, e0=None if e0_block is None else e0_block[0], **params)
+    return np.concatenate(
+        [res.e0[None, :], res.edge_step[None, :], res.norm, res.flat], axis=0
+    )
+
+
+def _stack_block_found(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
+    """As :func:`_stack_block` with e0 found per column."""
+    return _stack_block(mu_block, None, energy, params)
+
+
+def normalize_stack(energy, mu, e0=None, **params) -> dict:
+    """Normalize a stack of spectra (e.g. every pixel of an XANES image) with dask.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        Photon energy, eV, strictly increasing.
+    mu : dask.array.Array or array_like, shape (E, npix)
+        One spectrum per column. It should be chunked only along pixels
+        (each chunk holding the whole energy axis); if the energy axis is
+        split it is rechunked to a single chunk.
+    e0 : float or array_like of shape (npix,), optional
+        Edge energy per pixel (eV); None finds it per pixel.
+    **params
+        ``pre1``, ``pre2``, ``norm1``, ``norm2``, ``nnorm``, ``smooth_ev``
+        as for :func:`normalize_edge`.
+
+    Returns
+    -------
+    dict of dask.array.Array
+        ``e0`` and ``edge_step`` of shape (npix,), ``norm`` and ``flat`` of
+        shape (E, npix), chunked like ``mu`` along pixels. They are lazy and
+        come from one blockwise computation: compute them together
+        (``dask.compute(*out.values())``) to run it once.
+
+    Raises
+    ------
+    AnalysisInputError
+        Eagerly for a bad energy grid, wrong shape, unknown parameters, or
+        invalid settings (``nnorm``, ranges); per-pixel problems (too few
+        window points, non-positive step, non-finite mu) are raised when the
+        affected block is computed.
+
+    Notes
+    -----
+    Applies :func:`normalize_edge` to each block with
+    :func:`dask.array.map_blocks`; each block returns a packed
+    ``(2 + 2E, m)`` array (e0, step, norm rows, flat rows) that is then
+    sliced, so one block is fitted once whatever is computed from it.
+    """
+    import dask.array as da
+
+    allowed = {"pre1", "pre2", "norm1", "norm2", "nnorm", "smooth_ev"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise AnalysisInputError(f"unknown normalization parameter(s): {sorted(unknown)}")
+    e = _check_energy(energy)
+    # validate settings eagerly, before building the graph
+    _check_nnorm(params.get("nnorm", 2))
+    _check_ranges(params.get("pre1", -150.0), params.get("pre2", -30.0),
+                  params.get("norm1", 150.0), params.get("norm2", None))
+    _check_smooth(params.get("smooth_ev", 1.0))
+
+    arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
+    if arr.ndim != 2 or arr.shape[0] != e.size:
+        raise AnalysisInputError(
+            f"mu must have shape (E, npix) with E = len(energy) = {e.size}, got {arr.shape}"
+        )
+    if len(arr.chunks[0]) != 1:
+        arr = arr.rechunk({0: -1})
+    arr = arr.astype(float)
+    n_e = e.size
+    out_chunks = ((2 + 2 * n_e,), arr.chunks[1])
+
+    if e0 is None:
+        packed = da.map_blocks(
+            _stack_block_found, arr, energy=e, params=params,
+            chunks=out_chunks, dtype=float, meta=np.empty((0, 0)),
+        )
+    else:
+        e0a = e0 if isinstance(e0, da.Array) else np.asarray(e0, dtype=float)
+        if e0a.ndim == 0:
+            e0a = np.full(arr.shape[1], float(e0a))
+        if tuple(e0a.shape) != (arr.shape[1],):
+            raise AnalysisInputError(
+                f"e0 must be a scalar or have shape (npix,) = ({arr.shape[1]},), got {tuple(e0a.shape)}"
+            )
+        e0d = da.asarray(e0a).astype(float).reshape(1, arr.shape[1]).rechunk(((1,), arr.chunks[1]))
+        packed = da.map_blocks(
+            _stack_block, arr, e0d, energy=e, params=params,
+            chunks=out_chunks, dtype=float, meta=np.empty((0, 0)),
+        )
+    return {
+        "e0": packed[0],
+        "edge_step": packed[1],
+        "norm": packed[2 : 2 + n_e],
+        "flat": packed[2 + n_e :],
+    }
