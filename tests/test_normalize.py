@@ -300,11 +300,8 @@ def test_find_e0_agrees_with_larch(name):
     assert find_e0(energy, mu, smooth_ev=0.0) == pytest.approx(e0_larch, abs=2.0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known: with the default smooth_ev=1 eV the sharp first rise of Fe metal at ~7111 eV "
-    "(derivative peak ~0.5 eV wide) is smoothed below the broader second rise at ~7119.5 eV, "
-    "so the derivative maximum jumps by ~8 eV; smooth_ev <= 0.75 finds ~7111 eV like larch"
-))
+# Fe metal has a sharp first rise at ~7111 eV and a broader one at ~7119.5 eV:
+# a 1 eV smoothing sigma flattens the first below the second, hence the 0.5 eV default.
 def test_find_e0_default_smoothing_fe_metal():
     pytest.importorskip("larch")
     from larch.xafs import find_e0 as larch_find_e0

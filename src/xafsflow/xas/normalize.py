@@ -195,7 +195,7 @@ def _find_e0_2d(energy: np.ndarray, mu2: np.ndarray, smooth_ev: float) -> np.nda
     return grid[imax] + shift * h
 
 
-def find_e0(energy, mu, smooth_ev: float = 1.0) -> np.ndarray | float:
+def find_e0(energy, mu, smooth_ev: float = 0.5) -> np.ndarray | float:
     """Edge energy: the energy of the steepest rise of ``mu``.
 
     Parameters
@@ -438,7 +438,7 @@ def normalize_edge(
     norm1: float = 150.0,
     norm2: float | None = None,
     nnorm: int = 2,
-    smooth_ev: float = 1.0,
+    smooth_ev: float = 0.5,
 ) -> EdgeNormalization:
     """Pre-edge subtraction and edge-step normalization.
 
