@@ -15,6 +15,7 @@ rule ingest:
         chunk_pixels=config["stack"]["chunk_pixels"],
         seed=config["seed"],
         config_hash=CONFIG_HASH,
+        cli=XAFSFLOW,
     log:
         f"{RESULTS}/logs/ingest/{{scan_id}}.log",
     benchmark:
@@ -22,7 +23,7 @@ rule ingest:
     resources:
         mem_mb=lambda wc: 4000 if is_stack(wc) else 1000,
     shell:
-        "{XAFSFLOW} ingest {input.raw:q} --scan-id {wildcards.scan_id} --kind {params.kind}"
+        "{params.cli} ingest {input.raw:q} --scan-id {wildcards.scan_id} --kind {params.kind}"
         " --format {params.format} --fields {params.fields:q} {params.energies}"
         " --chunk-pixels {params.chunk_pixels} --seed {params.seed} --config-hash {params.config_hash}"
         " --out {output:q} > {log:q} 2>&1"
@@ -38,6 +39,7 @@ rule normalize:
         analysis=params_json,
         seed=config["seed"],
         config_hash=CONFIG_HASH,
+        cli=XAFSFLOW,
     threads: lambda wc: 2 if is_stack(wc) else 1
     resources:
         mem_mb=lambda wc: 4000 if is_stack(wc) else 1000,
@@ -46,6 +48,6 @@ rule normalize:
     benchmark:
         f"{RESULTS}/benchmarks/normalize/{{scan_id}}.tsv"
     shell:
-        "NUMBA_NUM_THREADS={threads} {XAFSFLOW} normalize {input:q} --params {params.analysis:q}"
+        "NUMBA_NUM_THREADS={threads} {params.cli} normalize {input:q} --params {params.analysis:q}"
         " --threads {threads} --mem-mb {resources.mem_mb} --seed {params.seed}"
         " --config-hash {params.config_hash} --out {output.store:q} --png {output.png:q} > {log:q} 2>&1"

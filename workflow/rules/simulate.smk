@@ -5,9 +5,10 @@ rule simulate_demo:
     output:
         DEMO_OUTPUTS or [f"{DEMO_DIR}/truth.json"],
     params:
-        directory=DEMO_DIR,
+        directory=lambda wc, output: Path(output[0]).parent,
         seed=config["seed"],
+        cli=XAFSFLOW,
     log:
         f"{RESULTS}/logs/simulate_demo/demo.log",
     shell:
-        "{XAFSFLOW} simulate demo {params.directory:q} --seed {params.seed} > {log:q} 2>&1"
+        "{params.cli} simulate demo {params.directory:q} --seed {params.seed} > {log:q} 2>&1"

@@ -9,10 +9,13 @@ rule summary:
     output:
         tsv=f"{RESULTS}/summary.tsv",
         html=report(f"{RESULTS}/report.html", caption="../report/summary.rst", category="Campaign"),
+    params:
+        results=lambda wc, output: Path(output.tsv).parent,
+        cli=XAFSFLOW,
     log:
         f"{RESULTS}/logs/summary/summary.log",
     shell:
-        "{XAFSFLOW} summary --results {RESULTS:q} --sheet {input.sheet:q} --out {output.tsv:q}"
+        "{params.cli} summary --results {params.results:q} --sheet {input.sheet:q} --out {output.tsv:q}"
         " --report {output.html:q} > {log:q} 2>&1"
 
 
