@@ -177,24 +177,23 @@ def ingest(
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def stack_chunks(shape: tuple[int, int, int], chunk_pixels: int) -> tuple[int, int, int]:
-    """Chunks of an (energy, y, x) stack: whole energy axis, whole rows, ~chunk_pixels pixels."""
-    ne, ny, nx = shape
-    rows = max(1, min(ny, chunk_pixels // max(nx, 1)))
-    return (ne, rows, nx)
-
-
 def _ingest_stack(scan_id, fmt, path, out, fields, energies_file, chunk_pixels, attrs, inputs, seed, config_hash):
     import dask.array as da
 
     from xafsflow.io import stacks
 
+    from xafsflow.distributed import scratch_dir
+
     closer = None
     if fmt == "tiff_stack":
         energies = stacks.read_energies(energies_file)
-        data, meta, closer = stacks.open_tiff_stack(path, energies, chunk_pixels)
+        shape = stacks.tiff_shape(path)
+        chunks = stacks.stack_chunks((energies.size, *shape[1:]), chunk_pixels)
+        data, meta, closer = stacks.open_tiff_stack(path, energies, chunks, scratch_dir())
     else:
-        data, energies, meta, closer = stacks.open_hdf5_stack(path, fields["dataset"], fields.get("energy"))
+        data, energies, meta, closer = stacks.open_hdf5_stack(path, fields["dataset"], fields.get("energy"),
+                                                              chunk_pixels)
+        chunks = data.chunksize
     try:
         warnings: list[str] = []
         order = np.argsort(energies)
@@ -202,10 +201,9 @@ def _ingest_stack(scan_id, fmt, path, out, fields, energies_file, chunk_pixels, 
             raise FileFormatError("stack energies repeat; each frame needs its own energy", energies_file or path)
         if not np.all(order == np.arange(energies.size)):
             warnings.append("stack frames were not in increasing energy; reordered")
-            data = data[order]
+            data = data[order].rechunk(chunks)
             energies = energies[order]
-        chunks = stack_chunks(data.shape, chunk_pixels)
-        data = data.astype(np.float32).rechunk(chunks)
+        data = data.astype(np.float32)
         attrs.update(file_metadata=meta, pixel_size_um=fields.get("pixel_size"))
         prov = st.provenance("ingest", inputs, {"fields": fields, "chunks": list(chunks)}, seed, config_hash, warnings)
         with st.atomic_store(out) as g:

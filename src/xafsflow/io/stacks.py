@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,38 @@ def read_energies(path: str | Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def open_tiff_stack(path: str | Path, energies: np.ndarray, chunk_pixels: int):
-    """A lazy (energy, y, x) Dask array over a multi-page TIFF, plus its metadata.
+def stack_chunks(shape: tuple[int, int, int], chunk_pixels: int) -> tuple[int, int, int]:
+    """Chunks of an (energy, y, x) stack: whole energy axis, whole rows, about ``chunk_pixels`` pixels."""
+    ne, ny, nx = shape
+    rows = max(1, min(ny, chunk_pixels // max(nx, 1)))
+    return (ne, rows, nx)
 
-    Frames are read as needed, so a stack larger than memory streams through.
+
+def tiff_shape(path: str | Path) -> tuple[int, ...]:
+    """Shape of a TIFF's first series, without reading pixels."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            return tuple(tif.series[0].shape)
+    except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
+        raise FileFormatError(f"not a readable TIFF stack ({exc})", path) from None
+
+
+def open_tiff_stack(path: str | Path, energies: np.ndarray, chunks: tuple[int, int, int], scratch: str | Path):
+    """A lazy (energy, y, x) Dask array over a multi-page TIFF, chunked as ``chunks``.
+
+    A TIFF is stored frame by frame, but every output chunk needs the whole
+    energy axis. The TIFF is therefore first copied frame by frame into a
+    row-chunked, uncompressed Zarr array under ``scratch`` (one frame in memory
+    at a time), from which the energy-complete chunks are read, so a stack
+    larger than memory goes through. (Memory-mapping the TIFF would avoid the
+    copy, but its touched pages count against a job's memory limit.)
+
+    Returns (dask array, metadata dict, object to close).
     """
     import dask.array as da
     import tifffile
-    import zarr
 
     path = Path(path)
     try:
@@ -54,19 +79,40 @@ def open_tiff_stack(path: str | Path, energies: np.ndarray, chunk_pixels: int):
     except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
         raise FileFormatError(f"not a readable TIFF stack ({exc})", path) from None
     if len(shape) != 3:
+        tif.close()
         raise FileFormatError(f"expected a 3-D (energy, y, x) stack, found shape {shape}", path)
     if shape[0] != energies.size:
+        tif.close()
         raise FileFormatError(
             f"stack has {shape[0]} frames but the energies file gives {energies.size} energies", path
         )
-    store = series.aszarr()
-    arr = zarr.open_array(store, mode="r") if not hasattr(store, "keys") else zarr.open(store, mode="r")
-    data = da.from_zarr(arr)
     meta = {"tiff_shape": list(shape), "tiff_dtype": str(dtype)}
-    return data, meta, tif
+    import zarr
+
+    frames = Path(scratch) / f"{path.name}.frames-{os.getpid()}.zarr"
+    ny, nx = shape[1:]
+    z = zarr.create_array(str(frames), shape=shape, dtype=dtype, chunks=(1, chunks[1], nx),
+                          compressors=None, fill_value=0, overwrite=True)
+    for i, page in enumerate(series.pages):
+        z[i] = page.asarray()
+    meta["read"] = "frame by frame via scratch copy"
+    return da.from_zarr(z).rechunk(chunks), meta, _Scratch(tif, frames)
 
 
-def open_hdf5_stack(path: str | Path, dataset: str, energy: str | None):
+class _Scratch:
+    """Closes the TIFF and removes the scratch copy."""
+
+    def __init__(self, tif, directory: Path):
+        self.tif, self.directory = tif, directory
+
+    def close(self):
+        import shutil
+
+        self.tif.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def open_hdf5_stack(path: str | Path, dataset: str, energy: str | None, chunk_pixels: int = 4096):
     """An (energy, y, x) Dask array over an HDF5 dataset, its energies and metadata."""
     import dask.array as da
     import h5py
@@ -90,7 +136,7 @@ def open_hdf5_stack(path: str | Path, dataset: str, energy: str | None):
     energies = np.asarray(fh[energy][...], dtype=np.float64).ravel()
     if energies.size != dset.shape[0]:
         raise FileFormatError(f"{energies.size} energies for {dset.shape[0]} frames", path)
-    data = da.from_array(dset, chunks=(dset.shape[0], min(dset.shape[1], 64), dset.shape[2]), lock=True)
+    data = da.from_array(dset, chunks=stack_chunks(dset.shape, chunk_pixels), lock=True)
     return data, energies, {"dataset": dataset, "energy_dataset": energy}, fh
 
 
