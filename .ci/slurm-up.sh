@@ -34,7 +34,7 @@ TEST_DIR=/tmp/slurm-up-test
 NODE="$(hostname -s)"
 START_TS=$(date +%s)
 
-log() { printf '[slurm-up] %s\n' "$*" >&2; }
+log() { printf '[slurm-up +%ss] %s\n' "$(( $(date +%s) - START_TS ))" "$*" >&2; }
 
 dump_logs() {
     local f

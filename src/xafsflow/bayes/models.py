@@ -1,0 +1,178 @@
+"""Spectral models: a background plus K identical components.
+
+``peaks`` (Nagata, Sugita & Okada 2012): f(x) = sum_k a_k exp(-b_k (x - mu_k)^2 / 2).
+
+``xanes`` (Iwamitsu et al. 2020): f(E) = H [1/2 + (1/pi) arctan((E - E0)/(Gamma/2))]
++ pseudo-Voigt white line (area A, centre E0 + dE, FWHM w, mixing eta)
++ sum_k Gaussians (area a_k, centre c_k, standard deviation s_k). K counts the Gaussians.
+
+Components are identical up to their parameters, so the sampler keeps their
+centres ordered (c_1 < c_2 < ...). The ordered prior K! prod_k p(theta_k) is
+normalized over the ordered region; since the likelihood is symmetric under
+permutations, the evidence of the ordered model equals that of the unordered
+one (the K! copies of each posterior mode are counted once, with K! times the
+prior density).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xafsflow.bayes.priors import FIXED, Prior, prior_from_config
+
+# component types / background types shared with the numba kernel
+COMP_GAUSS_AB, COMP_GAUSS_AREA = 0, 1
+BG_NONE, BG_XANES = 0, 1
+# A Gaussian is taken as zero beyond Z_CUT standard deviations from its centre,
+# where exp(-z^2/2) < 1e-12 of its peak.
+Z_CUT = math.sqrt(2.0 * math.log(1e12))
+
+XANES_BG_NAMES = ("step", "e0", "gamma", "wl_area", "wl_shift", "wl_fwhm", "wl_eta")
+
+
+@dataclass
+class SpectralModel:
+    """A model with ``nb`` background parameters followed by K components of 3 parameters."""
+
+    name: str
+    K: int
+    priors: list[Prior]
+    names: list[str]
+    comp_type: int
+    bg_type: int
+    nb: int
+    ordered: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return self.nb + 3 * self.K
+
+    def centre_index(self, k: int) -> int:
+        return self.nb + 3 * k + 1
+
+    # ------------------------------------------------------------------ numpy reference
+    def components(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """(K, N) component curves (no cut)."""
+        x = np.asarray(x, float)
+        out = np.empty((self.K, x.size))
+        for k in range(self.K):
+            p0, p1, p2 = theta[self.nb + 3 * k: self.nb + 3 * k + 3]
+            out[k] = component(self.comp_type, p0, p1, p2, x)
+        return out
+
+    def background(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        return background(self.bg_type, theta[: self.nb], np.asarray(x, float))
+
+    def evaluate(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """f(x; theta) = background + sum of components."""
+        return self.background(x, theta) + self.components(x, theta).sum(axis=0)
+
+    def log_prior(self, theta: np.ndarray) -> float:
+        """Log density of the ordered prior (includes log K! when the centres are ordered and free)."""
+        lp = sum(float(p.logpdf(v)) for p, v in zip(self.priors, theta))
+        if self._orders():
+            c = theta[[self.centre_index(k) for k in range(self.K)]]
+            if np.any(np.diff(c) <= 0):
+                return -np.inf
+            lp += math.lgamma(self.K + 1)
+        return lp
+
+    def _orders(self) -> bool:
+        return self.ordered and self.K > 1 and self.priors[self.centre_index(0)].code != FIXED
+
+    def sample_prior(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` exact draws from the (ordered) prior, shape (n, P)."""
+        out = np.empty((n, self.n_params))
+        for j, p in enumerate(self.priors):
+            out[:, j] = p.sample(rng, n)
+        if self._orders():
+            comps = out[:, self.nb:].reshape(n, self.K, 3)
+            order = np.argsort(comps[:, :, 1], axis=1)
+            comps = np.take_along_axis(comps, order[:, :, None], axis=1)
+            out[:, self.nb:] = comps.reshape(n, 3 * self.K)
+        return out
+
+    def kernel_arrays(self):
+        """(codes, a, b, log_moves) arrays for the numba kernel."""
+        codes = np.array([p.code for p in self.priors], dtype=np.int64)
+        a = np.array([p.a for p in self.priors], dtype=np.float64)
+        b = np.array([p.b for p in self.priors], dtype=np.float64)
+        logm = np.array([p.log_moves for p in self.priors], dtype=np.bool_)
+        return codes, a, b, logm
+
+
+def component(comp_type: int, p0: float, p1: float, p2: float, x: np.ndarray) -> np.ndarray:
+    if comp_type == COMP_GAUSS_AB:
+        d = x - p1
+        return p0 * np.exp(-0.5 * p2 * d * d)
+    z = (x - p1) / p2
+    return p0 / (p2 * math.sqrt(2 * math.pi)) * np.exp(-0.5 * z * z)
+
+
+def component_sd(comp_type: int, p2: float) -> float:
+    return 1.0 / math.sqrt(p2) if comp_type == COMP_GAUSS_AB else p2
+
+
+def background(bg_type: int, bg: np.ndarray, x: np.ndarray) -> np.ndarray:
+    if bg_type == BG_NONE:
+        return np.zeros_like(x)
+    h, e0, gam, area, shift, fwhm, eta = bg
+    step = h * (0.5 + np.arctan((x - e0) / (0.5 * gam)) / math.pi)
+    e = x - (e0 + shift)
+    hw = 0.5 * fwhm
+    lor = hw / math.pi / (e * e + hw * hw)
+    sig = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    gau = np.exp(-0.5 * (e / sig) ** 2) / (sig * math.sqrt(2 * math.pi))
+    return step + area * (eta * lor + (1 - eta) * gau)
+
+
+# --------------------------------------------------------------------------- builders
+NAGATA_PRIORS = {
+    "a": {"dist": "gamma", "shape": 5.0, "rate": 5.0},
+    "mu": {"dist": "normal", "mean": 1.5, "sd": math.sqrt(0.2)},
+    "b": {"dist": "gamma", "shape": 5.0, "rate": 0.04},
+}
+
+
+def peaks_model(K: int, priors: dict | None = None) -> SpectralModel:
+    """Sum of K Gaussians a exp(-b (x - mu)^2 / 2); default priors of the Nagata 2012 benchmark."""
+    pri = {**NAGATA_PRIORS, **(priors or {})}
+    ps, names = [], []
+    for k in range(1, K + 1):
+        for key in ("a", "mu", "b"):
+            ps.append(prior_from_config(pri[key], f"{key}_{k}"))
+            names.append(f"{key}_{k}")
+    return SpectralModel("peaks", K, ps, names, COMP_GAUSS_AB, BG_NONE, 0)
+
+
+def xanes_default_priors(e_lo: float, e_hi: float, e0: float) -> dict:
+    """Proper default priors for the ``xanes`` model of a normalized spectrum fitted over [e_lo, e_hi] eV."""
+    span = e_hi - e_lo
+    return {
+        "step": {"dist": "uniform", "lo": 0.5, "hi": 1.5},
+        "e0": {"dist": "uniform", "lo": e0 - 5.0, "hi": e0 + 5.0},
+        "gamma": {"dist": "loguniform", "lo": 0.2, "hi": 15.0},
+        "wl_area": {"dist": "uniform", "lo": 0.0, "hi": 30.0},
+        "wl_shift": {"dist": "uniform", "lo": -5.0, "hi": 15.0},
+        "wl_fwhm": {"dist": "loguniform", "lo": 0.5, "hi": 20.0},
+        "wl_eta": {"dist": "uniform", "lo": 0.0, "hi": 1.0},
+        "area": {"dist": "loguniform", "lo": 0.01, "hi": 20.0},
+        "centre": {"dist": "uniform", "lo": e_lo, "hi": e_hi},
+        "width": {"dist": "loguniform", "lo": 0.3, "hi": max(0.6, span / 4)},
+    }
+
+
+def xanes_model(K: int, e_lo: float, e_hi: float, e0: float, priors: dict | None = None) -> SpectralModel:
+    """arctan step + pseudo-Voigt white line + K Gaussians, for a normalized spectrum."""
+    pri = {**xanes_default_priors(e_lo, e_hi, e0), **(priors or {})}
+    ps = [prior_from_config(pri[n], n) for n in XANES_BG_NAMES]
+    names = list(XANES_BG_NAMES)
+    for k in range(1, K + 1):
+        for key in ("area", "centre", "width"):
+            ps.append(prior_from_config(pri[key], f"{key}_{k}"))
+            names.append(f"{key}_{k}")
+    return SpectralModel("xanes", K, ps, names, COMP_GAUSS_AREA, BG_XANES, len(XANES_BG_NAMES))

@@ -1,0 +1,574 @@
+"""Replica-exchange (exchange) Monte Carlo for the spectral models (numba kernel).
+
+L replicas sit on a ladder of noise precisions b_0 = 0 < b_1 < ... < b_{L-1}:
+replica l samples p(theta) exp(-N b_l E(theta)) with E = (1/2N) sum (y - f)^2.
+Replica 0 draws exact, independent samples from the prior every sweep. The
+others make one Metropolis update per parameter per sweep (random walk, on a
+log scale for positive parameters with the Jacobian in the ratio), then
+adjacent replicas try to exchange (even pairs on even sweeps, odd on odd).
+
+The model is updated incrementally: moving one Gaussian recomputes it only
+where it or its previous position is not negligible (|x - centre| < Z_CUT sd,
+Z_CUT = sqrt(2 ln 1e12) = 7.43: beyond that the Gaussian is below 1e-12 of its
+peak and taken as zero); the residual and the sum of squares are updated by
+the difference. Every ``refresh`` sweeps everything is recomputed from scratch
+so rounding cannot drift.
+
+All random numbers come from one ``numpy.random.Generator`` (drawn in blocks of
+sweeps in Python and passed to the kernel), so a chain is reproducible from its
+seed and can be checkpointed and resumed exactly. :func:`sweep_reference` is a
+NumPy implementation of the same block, used to test the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xafsflow.bayes.models import Z_CUT, SpectralModel
+
+try:  # numba is a runtime dependency; the fallback keeps the reference path importable
+    from numba import njit
+except ImportError:  # pragma: no cover
+    def njit(*a, **k):
+        return (lambda f: f) if not a or not callable(a[0]) else a[0]
+
+SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+# ============================================================================ kernel
+@njit(cache=True, inline="always")
+def _logp(code, a, b, v):
+    if code == 1:
+        return -math.log(b - a) if a <= v <= b else -np.inf
+    if code == 2:
+        return (-math.log(v) - math.log(math.log(b / a))) if a <= v <= b else -np.inf
+    if code == 3:
+        z = (v - a) / b
+        return -0.5 * z * z - math.log(b * SQRT2PI)
+    if code == 4:
+        return (a * math.log(b) - math.lgamma(a) + (a - 1.0) * math.log(v) - b * v) if v > 0 else -np.inf
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _cval(ct, p0, p1, p2, xi):
+    if ct == 0:
+        d = xi - p1
+        return p0 * math.exp(-0.5 * p2 * d * d)
+    z = (xi - p1) / p2
+    return p0 / (p2 * SQRT2PI) * math.exp(-0.5 * z * z)
+
+
+@njit(cache=True, inline="always")
+def _window(ct, x, p1, p2):
+    sd = 1.0 / math.sqrt(p2) if ct == 0 else p2
+    lo = np.searchsorted(x, p1 - Z_CUT * sd)
+    hi = np.searchsorted(x, p1 + Z_CUT * sd, side="right")
+    return lo, hi
+
+
+@njit(cache=True)
+def _bg_fill(bgt, th, x, out):
+    n = x.size
+    if bgt == 0:
+        for i in range(n):
+            out[i] = 0.0
+        return
+    h, e0, gam, area, shift, fwhm, eta = th[0], th[1], th[2], th[3], th[4], th[5], th[6]
+    hw = 0.5 * fwhm
+    sig = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    for i in range(n):
+        st = h * (0.5 + math.atan((x[i] - e0) / (0.5 * gam)) / math.pi)
+        e = x[i] - (e0 + shift)
+        lor = hw / math.pi / (e * e + hw * hw)
+        gau = math.exp(-0.5 * (e / sig) ** 2) / (sig * SQRT2PI)
+        out[i] = st + area * (eta * lor + (1.0 - eta) * gau)
+
+
+@njit(cache=True)
+def _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt):
+    n = x.size
+    _bg_fill(bgt, theta[s], x, bgv[s])
+    for i in range(n):
+        resid[s, i] = y[i] - bgv[s, i]
+    for k in range(K):
+        base = nb + 3 * k
+        p0, p1, p2 = theta[s, base], theta[s, base + 1], theta[s, base + 2]
+        for i in range(n):
+            comp[s, k, i] = 0.0
+        lo, hi = _window(ct, x, p1, p2)
+        win[s, k, 0] = lo
+        win[s, k, 1] = hi
+        for i in range(lo, hi):
+            c = _cval(ct, p0, p1, p2, x[i])
+            comp[s, k, i] = c
+            resid[s, i] -= c
+    acc = 0.0
+    for i in range(n):
+        acc += resid[s, i] * resid[s, i]
+    sse[s] = acc
+
+
+@njit(cache=True)
+def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
+              codes, pa, pb, logm, nb, K, ct, bgt, ordered,
+              normals, uniforms, ex_u, prior_draws, sweep0,
+              acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
+              energies_out, thin, samples_out, refresh, buf_new, buf_bg):
+    """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded."""
+    nsw = normals.shape[0]
+    L = bvals.size
+    P = theta.shape[1]
+    N = x.size
+    ns = 0
+    for t in range(nsw):
+        sweep = sweep0 + t
+        # replica 0 (b = 0): an exact, independent draw from the prior
+        s0 = slot_of[0]
+        for j in range(P):
+            theta[s0, j] = prior_draws[t, j]
+        _recompute(s0, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+        for l in range(1, L):
+            s = slot_of[l]
+            bl = bvals[l]
+            for j in range(P):
+                code = codes[j]
+                if code == 0:
+                    continue
+                tried[l, j] += 1
+                old = theta[s, j]
+                if logm[j]:
+                    new = old * math.exp(step[l, j] * normals[t, l, j])
+                    ljac = math.log(new / old)
+                else:
+                    new = old + step[l, j] * normals[t, l, j]
+                    ljac = 0.0
+                lpn = _logp(code, pa[j], pb[j], new)
+                if lpn == -np.inf:
+                    continue
+                dlp = lpn - _logp(code, pa[j], pb[j], old) + ljac
+                lu = math.log(uniforms[t, l, j]) if uniforms[t, l, j] > 0 else -np.inf
+                if j < nb:
+                    theta[s, j] = new
+                    _bg_fill(bgt, theta[s], x, buf_bg)
+                    theta[s, j] = old
+                    dsse = 0.0
+                    for i in range(N):
+                        d = bgv[s, i] - buf_bg[i]
+                        dsse += d * (2.0 * resid[s, i] + d)
+                    if lu < -0.5 * bl * dsse + dlp:
+                        theta[s, j] = new
+                        for i in range(N):
+                            resid[s, i] += bgv[s, i] - buf_bg[i]
+                            bgv[s, i] = buf_bg[i]
+                        sse[s] += dsse
+                        acc[l, j] += 1
+                else:
+                    k = (j - nb) // 3
+                    q = (j - nb) - 3 * k
+                    base = nb + 3 * k
+                    if q == 1 and ordered and K > 1:
+                        if k > 0 and new <= theta[s, base - 2]:
+                            continue
+                        if k < K - 1 and new >= theta[s, base + 4]:
+                            continue
+                    p0 = theta[s, base]
+                    p1 = theta[s, base + 1]
+                    p2 = theta[s, base + 2]
+                    if q == 0:
+                        p0 = new
+                    elif q == 1:
+                        p1 = new
+                    else:
+                        p2 = new
+                    lo_n, hi_n = _window(ct, x, p1, p2)
+                    lo_o = win[s, k, 0]
+                    hi_o = win[s, k, 1]
+                    lo = min(lo_n, lo_o)
+                    hi = max(hi_n, hi_o)
+                    dsse = 0.0
+                    for i in range(lo, hi):
+                        cn = _cval(ct, p0, p1, p2, x[i]) if (i >= lo_n and i < hi_n) else 0.0
+                        buf_new[i] = cn
+                        d = comp[s, k, i] - cn
+                        dsse += d * (2.0 * resid[s, i] + d)
+                    if lu < -0.5 * bl * dsse + dlp:
+                        theta[s, j] = new
+                        for i in range(lo, hi):
+                            resid[s, i] += comp[s, k, i] - buf_new[i]
+                            comp[s, k, i] = buf_new[i]
+                        win[s, k, 0] = lo_n
+                        win[s, k, 1] = hi_n
+                        sse[s] += dsse
+                        acc[l, j] += 1
+        # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
+        for l in range(sweep % 2, L - 1, 2):
+            sa = slot_of[l]
+            sb = slot_of[l + 1]
+            ex_tried[l] += 1
+            la = 0.5 * (bvals[l + 1] - bvals[l]) * (sse[sb] - sse[sa])
+            lu = math.log(ex_u[t, l]) if ex_u[t, l] > 0 else -np.inf
+            if lu < la:
+                slot_of[l] = sb
+                slot_of[l + 1] = sa
+                ex_acc[l] += 1
+        # round trips: a configuration that went from the bottom to the top and back
+        sbot = slot_of[0]
+        if slot_dir[sbot] == 2:
+            round_trips[sbot] += 1
+        slot_dir[sbot] = 1
+        stop = slot_of[L - 1]
+        if slot_dir[stop] == 1:
+            slot_dir[stop] = 2
+        if refresh > 0 and (sweep + 1) % refresh == 0:
+            for s in range(L):
+                _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+        for l in range(L):
+            energies_out[t, l] = sse[slot_of[l]] / (2.0 * N)
+        if thin > 0 and (sweep + 1) % thin == 0:
+            for l in range(L):
+                for j in range(P):
+                    samples_out[ns, l, j] = theta[slot_of[l], j]
+            ns += 1
+    return ns
+
+
+# ===================================================================== numpy reference
+def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, normals, uniforms, ex_u,
+                    prior_draws, sweep0, thin, refresh):
+    """NumPy implementation of :func:`run_block` (same random inputs, same updates).
+
+    Returns (energies (nsw, L), samples (n, L, P)); ``state`` is updated in place.
+    """
+    codes, pa, pb, logm = model.kernel_arrays()
+    from xafsflow.bayes.models import background, component, component_sd
+
+    nb, K, ct = model.nb, model.K, model.comp_type
+    L = bvals.size
+    P = model.n_params
+    N = x.size
+    st = state
+
+    def window(p1, p2):
+        sd = component_sd(ct, p2)
+        return int(np.searchsorted(x, p1 - Z_CUT * sd)), int(np.searchsorted(x, p1 + Z_CUT * sd, side="right"))
+
+    def recompute(s):
+        st.bgv[s] = background(model.bg_type, st.theta[s, :nb], x)
+        st.comp[s] = 0.0
+        for k in range(K):
+            p = st.theta[s, nb + 3 * k: nb + 3 * k + 3]
+            lo, hi = window(p[1], p[2])
+            st.win[s, k] = lo, hi
+            st.comp[s, k, lo:hi] = component(ct, p[0], p[1], p[2], x[lo:hi])
+        st.resid[s] = y - st.bgv[s] - st.comp[s].sum(axis=0) if K else y - st.bgv[s]
+        # same summation order as the kernel for the residual
+        r = y - st.bgv[s]
+        for k in range(K):
+            r = r - st.comp[s, k]
+        st.resid[s] = r
+        st.sse[s] = float(np.sum(r * r))
+
+    from xafsflow.bayes.priors import Prior
+
+    priors = [Prior(model.priors[j].dist, pa[j], pb[j]) for j in range(P)]
+    energies = np.empty((normals.shape[0], L))
+    samples = []
+    for t in range(normals.shape[0]):
+        sweep = sweep0 + t
+        s0 = st.slot_of[0]
+        st.theta[s0] = prior_draws[t]
+        recompute(s0)
+        for l in range(1, L):
+            s = st.slot_of[l]
+            bl = bvals[l]
+            for j in range(P):
+                if codes[j] == 0:
+                    continue
+                st.tried[l, j] += 1
+                old = st.theta[s, j]
+                if logm[j]:
+                    new = old * math.exp(st.step[l, j] * normals[t, l, j])
+                    ljac = math.log(new / old)
+                else:
+                    new = old + st.step[l, j] * normals[t, l, j]
+                    ljac = 0.0
+                lpn = float(priors[j].logpdf(new))
+                if lpn == -np.inf:
+                    continue
+                dlp = lpn - float(priors[j].logpdf(old)) + ljac
+                lu = math.log(uniforms[t, l, j]) if uniforms[t, l, j] > 0 else -np.inf
+                th_new = st.theta[s].copy()
+                th_new[j] = new
+                if j < nb:
+                    bg_new = background(model.bg_type, th_new[:nb], x)
+                    d = st.bgv[s] - bg_new
+                    dsse = float(np.sum(d * (2 * st.resid[s] + d)))
+                    if lu < -0.5 * bl * dsse + dlp:
+                        st.theta[s, j] = new
+                        st.resid[s] += d
+                        st.bgv[s] = bg_new
+                        st.sse[s] += dsse
+                        st.acc[l, j] += 1
+                else:
+                    k, q = divmod(j - nb, 3)
+                    base = nb + 3 * k
+                    if q == 1 and model.ordered and K > 1:
+                        if (k > 0 and new <= st.theta[s, base - 2]) or (k < K - 1 and new >= st.theta[s, base + 4]):
+                            continue
+                    p = th_new[base: base + 3]
+                    lo_n, hi_n = window(p[1], p[2])
+                    lo, hi = min(lo_n, st.win[s, k, 0]), max(hi_n, st.win[s, k, 1])
+                    cn = np.zeros(hi - lo)
+                    cn[lo_n - lo: hi_n - lo] = component(ct, p[0], p[1], p[2], x[lo_n:hi_n])
+                    d = st.comp[s, k, lo:hi] - cn
+                    dsse = float(np.sum(d * (2 * st.resid[s, lo:hi] + d)))
+                    if lu < -0.5 * bl * dsse + dlp:
+                        st.theta[s, j] = new
+                        st.resid[s, lo:hi] += d
+                        st.comp[s, k, lo:hi] = cn
+                        st.win[s, k] = lo_n, hi_n
+                        st.sse[s] += dsse
+                        st.acc[l, j] += 1
+        for l in range(sweep % 2, L - 1, 2):
+            sa, sb = st.slot_of[l], st.slot_of[l + 1]
+            st.ex_tried[l] += 1
+            la = 0.5 * (bvals[l + 1] - bvals[l]) * (st.sse[sb] - st.sse[sa])
+            lu = math.log(ex_u[t, l]) if ex_u[t, l] > 0 else -np.inf
+            if lu < la:
+                st.slot_of[l], st.slot_of[l + 1] = sb, sa
+                st.ex_acc[l] += 1
+        sbot = st.slot_of[0]
+        if st.slot_dir[sbot] == 2:
+            st.round_trips[sbot] += 1
+        st.slot_dir[sbot] = 1
+        if st.slot_dir[st.slot_of[L - 1]] == 1:
+            st.slot_dir[st.slot_of[L - 1]] = 2
+        if refresh > 0 and (sweep + 1) % refresh == 0:
+            for s in range(L):
+                recompute(s)
+        energies[t] = st.sse[st.slot_of] / (2.0 * N)
+        if thin > 0 and (sweep + 1) % thin == 0:
+            samples.append(st.theta[st.slot_of].copy())
+    return energies, np.array(samples).reshape(-1, L, P)
+
+
+# ====================================================================== chain driver
+@dataclass
+class ChainState:
+    """Everything a chain needs to continue exactly where it stopped."""
+
+    theta: np.ndarray  # (L, P) per slot
+    resid: np.ndarray  # (L, N)
+    comp: np.ndarray  # (L, K, N)
+    bgv: np.ndarray  # (L, N)
+    win: np.ndarray  # (L, K, 2) int64
+    sse: np.ndarray  # (L,)
+    slot_of: np.ndarray  # (L,) int64: slot holding temperature l
+    step: np.ndarray  # (L, P) per temperature
+    acc: np.ndarray  # (L, P) int64
+    tried: np.ndarray
+    ex_acc: np.ndarray  # (L-1,)
+    ex_tried: np.ndarray
+    slot_dir: np.ndarray  # (L,)
+    round_trips: np.ndarray  # (L,)
+
+    ARRAYS = ("theta", "resid", "comp", "bgv", "win", "sse", "slot_of", "step", "acc", "tried",
+              "ex_acc", "ex_tried", "slot_dir", "round_trips")
+
+    def copy(self) -> "ChainState":
+        return ChainState(*(getattr(self, a).copy() for a in self.ARRAYS))
+
+
+def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.Generator) -> ChainState:
+    """Every slot starts from its own prior draw; step sizes start from the prior's scale."""
+    L, P, N, K = bvals.size, model.n_params, x.size, model.K
+    theta = model.sample_prior(rng, L)
+    st = ChainState(
+        theta=theta, resid=np.zeros((L, N)), comp=np.zeros((L, K, N)), bgv=np.zeros((L, N)),
+        win=np.zeros((L, K, 2), np.int64), sse=np.zeros(L), slot_of=np.arange(L, dtype=np.int64),
+        step=np.zeros((L, P)), acc=np.zeros((L, P), np.int64), tried=np.zeros((L, P), np.int64),
+        ex_acc=np.zeros(max(L - 1, 1), np.int64), ex_tried=np.zeros(max(L - 1, 1), np.int64),
+        slot_dir=np.zeros(L, np.int64), round_trips=np.zeros(L, np.int64),
+    )
+    for j, p in enumerate(model.priors):
+        if p.log_moves:
+            scale = 0.3
+        elif p.dist == "uniform":
+            scale = 0.1 * (p.b - p.a)
+        elif p.dist == "normal":
+            scale = 0.3 * p.b
+        else:
+            scale = 0.0
+        # colder replicas need smaller steps: start from the prior scale shrunk with sqrt(b_1/b_l)
+        for l in range(L):
+            shrink = 1.0 if l <= 1 or bvals[1] <= 0 else math.sqrt(bvals[1] / bvals[l])
+            st.step[l, j] = scale * max(shrink, 1e-3)
+    codes, pa, pb, logm = model.kernel_arrays()
+    for s in range(L):
+        _recompute(s, x, y, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, model.nb, K,
+                   model.comp_type, model.bg_type)
+    return st
+
+
+@dataclass
+class ChainSettings:
+    sweeps: int = 2000  # production sweeps
+    burn_in: int = 1000
+    thin: int = 10
+    block: int = 50  # sweeps per kernel call (a multiple of thin)
+    adapt_every: int = 50
+    target_acceptance: float = 0.4
+    refresh: int = 100
+    checkpoint_every: int = 500  # sweeps (a multiple of block)
+
+    def check(self):
+        if self.block % self.thin:
+            raise ValueError("block must be a multiple of thin")
+        if self.checkpoint_every % self.block or self.burn_in % self.block or self.sweeps % self.block:
+            raise ValueError("burn_in, sweeps and checkpoint_every must be multiples of block")
+        return self
+
+
+@dataclass
+class ChainResult:
+    bvals: np.ndarray
+    energies: np.ndarray  # (sweeps, L) E = SSE / 2N after burn-in
+    samples: np.ndarray  # (n, L, P)
+    acceptance: np.ndarray  # (L, P) production acceptance rates (nan where fixed)
+    exchange_rate: np.ndarray  # (L-1,)
+    round_trips: np.ndarray  # (L,)
+    step: np.ndarray
+    n_points: int
+
+
+def _draw_block(rng, model, L, P, nsw):
+    normals = rng.standard_normal((nsw, L, P))
+    uniforms = rng.random((nsw, L, P))
+    ex_u = rng.random((nsw, max(L - 1, 1)))
+    prior = model.sample_prior(rng, nsw)
+    return normals, uniforms, ex_u, prior
+
+
+def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
+              checkpoint: str | Path | None = None, use_kernel: bool = True, progress=None) -> ChainResult:
+    """Run one replica-exchange chain: burn-in with step adaptation, then production.
+
+    With ``checkpoint`` set, the full state (including the random generator) is
+    saved every ``settings.checkpoint_every`` sweeps, and a chain that finds a
+    matching checkpoint resumes from it, giving exactly the result of an
+    uninterrupted run.
+    """
+    settings.check()
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    bvals = np.ascontiguousarray(bvals, dtype=np.float64)
+    L, P, N = bvals.size, model.n_params, x.size
+    codes, pa, pb, logm = model.kernel_arrays()
+    ident = _identity(x, y, model, bvals, settings, seed)
+    resumed = _load_checkpoint(checkpoint, ident) if checkpoint else None
+    if resumed is not None:
+        st, rng, sweep, energies, samples = resumed
+    else:
+        rng = np.random.default_rng(seed)
+        st = initial_state(x, y, model, bvals, rng)
+        sweep, energies, samples = 0, [], []
+    total = settings.burn_in + settings.sweeps
+    buf_new = np.zeros(N)
+    buf_bg = np.zeros(N)
+    nblk = settings.block
+    while sweep < total:
+        normals, uniforms, ex_u, prior = _draw_block(rng, model, L, P, nblk)
+        e_out = np.empty((nblk, L))
+        s_out = np.empty((nblk // settings.thin, L, P))
+        if use_kernel:
+            ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, st.slot_of, st.step,
+                           codes, pa, pb, logm, model.nb, model.K, model.comp_type, model.bg_type, model.ordered,
+                           normals, uniforms, ex_u, prior, sweep,
+                           st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
+                           e_out, settings.thin, s_out, settings.refresh, buf_new, buf_bg)
+            s_out = s_out[:ns]
+        else:
+            e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
+                                           settings.thin, settings.refresh)
+        sweep += nblk
+        if sweep <= settings.burn_in:
+            if sweep % settings.adapt_every == 0:
+                _adapt(st, settings.target_acceptance)
+            if sweep == settings.burn_in:
+                for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips"):
+                    getattr(st, a)[...] = 0
+        else:
+            energies.append(e_out)
+            samples.append(s_out)
+        if checkpoint and sweep % settings.checkpoint_every == 0 and sweep < total:
+            _save_checkpoint(checkpoint, ident, st, rng, sweep, energies, samples)
+        if progress is not None:
+            progress(sweep, total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accr = np.where(st.tried > 0, st.acc / np.maximum(st.tried, 1), np.nan)
+        exr = st.ex_acc / np.maximum(st.ex_tried, 1)
+    return ChainResult(bvals, np.concatenate(energies) if energies else np.empty((0, L)),
+                       np.concatenate(samples) if samples else np.empty((0, L, P)),
+                       accr, exr[: L - 1], st.round_trips.copy(), st.step.copy(), N)
+
+
+def _adapt(st: ChainState, target: float) -> None:
+    """Robbins-Monro step on log step size toward the target acceptance; counters restart."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(st.tried > 0, st.acc / np.maximum(st.tried, 1), target)
+    st.step *= np.exp(2.0 * (rate - target))
+    st.acc[...] = 0
+    st.tried[...] = 0
+
+
+def _identity(x, y, model, bvals, settings, seed) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (x, y, bvals):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([model.name, model.K, [(p.dist, p.a, p.b) for p in model.priors],
+                         vars(settings), list(seed.entropy) if np.ndim(seed.entropy) else [seed.entropy],
+                         list(seed.spawn_key)], default=str).encode())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path, ident, st: ChainState, rng, sweep, energies, samples) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    arrays = {f"state_{a}": getattr(st, a) for a in ChainState.ARRAYS}
+    arrays["energies"] = np.concatenate(energies) if energies else np.empty((0, st.theta.shape[0]))
+    arrays["samples"] = (np.concatenate(samples) if samples
+                         else np.empty((0, st.theta.shape[0], st.theta.shape[1])))
+    meta = json.dumps({"ident": ident, "sweep": sweep, "rng": rng.bit_generator.state,
+                       "n_energy_blocks": len(energies)}, default=int)
+    with open(tmp, "wb") as fh:
+        np.savez(fh, meta=np.array(meta), **arrays)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, ident):
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta["ident"] != ident:
+                return None
+            st = ChainState(*(z[f"state_{a}"].copy() for a in ChainState.ARRAYS))
+            energies = [z["energies"].copy()] if z["energies"].size else []
+            samples = [z["samples"].copy()] if z["samples"].size else []
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable (e.g. half-written by a killed job): start over
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng"]
+    return st, rng, int(meta["sweep"]), energies, samples
