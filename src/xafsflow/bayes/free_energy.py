@@ -63,7 +63,7 @@ def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, gr
 
     At each grid point b the estimate combines the two ladder points around it:
     from below, F(b) = F(b_l) - log < exp(-N (b - b_l) E) >_{b_l}; from above,
-    F(b) = F(b_{l+1}) + log < exp(+N (b_{l+1} - b) E) >_{b_{l+1}}. The two are
+    F(b) = F(b_{l+1}) - log < exp(+N (b_{l+1} - b) E) >_{b_{l+1}}. The two are
     averaged with weights that favour the nearer ladder point (linear in b).
     """
     e = np.asarray(energies, float)
@@ -75,7 +75,7 @@ def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, gr
         l = int(np.clip(np.searchsorted(bvals, b, side="right") - 1, 0, bvals.size - 2))
         lo, hi = bvals[l], bvals[l + 1]
         f_lo = f_ladder[l] - (logsumexp(-n_points * (b - lo) * e[:, l]) - math.log(s))
-        f_hi = f_ladder[l + 1] + (logsumexp(n_points * (hi - b) * e[:, l + 1]) - math.log(s))
+        f_hi = f_ladder[l + 1] - (logsumexp(n_points * (hi - b) * e[:, l + 1]) - math.log(s))
         w = (hi - b) / (hi - lo)
         out[i] = w * f_lo + (1 - w) * f_hi
     return out
