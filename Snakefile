@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/posterior.smk"
 include: "workflow/rules/summary.smk"
 
 
@@ -19,6 +20,7 @@ rule all:
     input:
         f"{RESULTS}/summary.tsv",
         f"{RESULTS}/report.html",
+        POSTERIOR_PRODUCTS,
     default_target: True
 
 

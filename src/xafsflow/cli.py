@@ -60,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, help="also write a figure of the normalized scan")
     _common(p)
 
+    p = sub.add_parser("posterior", help="Bayesian spectral decomposition of a normalized XANES scan")
+    p.add_argument("scan_store")
+    p.add_argument("--scan-id", default=None, help="scan id for the random streams (default: from the store)")
+    p.add_argument("--params", type=_json_arg, default=None, help="analysis parameters as JSON (default: schema defaults)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mem-mb", type=int, default=2000)
+    p.add_argument("--checkpoint-dir", default=None, help="where chains checkpoint (kept until the product is complete)")
+    p.add_argument("--out", required=True, help="posterior store (.zarr)")
+    p.add_argument("--tsv", required=True)
+    p.add_argument("--png", required=True)
+    p.add_argument("--seed", type=int, default=20261127)
+    p.add_argument("--config-hash", default=None)
+
     p = sub.add_parser("summary", help="campaign summary.tsv and HTML report")
     p.add_argument("--results", required=True, help="campaign results directory (results/<campaign>)")
     p.add_argument("--sheet", required=True, help="scan sheet (TSV)")
@@ -108,6 +121,19 @@ def run(args: argparse.Namespace) -> int:
 
             plot_scan(args.out, args.png)
         print(f"normalized -> {args.out}")
+        return 0
+    if cmd == "posterior":
+        from xafsflow.bayes.product import run_posterior
+        from xafsflow.io.store import open_store
+        from xafsflow.schemas import analysis_defaults
+
+        _set_threads(1)  # one chain per worker process; numba kernels are serial
+        attrs = dict(open_store(args.scan_store).attrs)
+        params = args.params if args.params is not None else analysis_defaults("xanes")
+        res = run_posterior(args.scan_store, args.out, args.tsv, args.png, params,
+                            args.scan_id or attrs.get("scan_id", "scan"), args.seed, threads=args.threads,
+                            mem_mb=args.mem_mb, config_hash=args.config_hash, checkpoint_dir=args.checkpoint_dir)
+        print(f"posterior: K = {res.k_selected} (P = {res.p_k[res.ks.index(res.k_selected)]:.3f}) -> {args.out}")
         return 0
     if cmd == "summary":
         from xafsflow.summary import write_summary

@@ -11,7 +11,10 @@ import csv
 import html
 from pathlib import Path
 
-COLUMNS = ("scan_id", "kind", "status", "reason", "e0_eV", "edge_step", "flags", "warnings")
+COLUMNS = ("scan_id", "kind", "status", "reason", "e0_eV", "edge_step", "flags", "warnings",
+           "K_selected", "p_K", "sigma_hat", "max_rhat", "min_exchange")
+# product directory -> log directory of the step that makes it
+PRODUCTS = {"posterior": "posterior"}
 
 
 def _sheet_rows(sheet: str | Path) -> list[dict]:
@@ -20,10 +23,10 @@ def _sheet_rows(sheet: str | Path) -> list[dict]:
     return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
-def _failure_reason(results: Path, scan_id: str) -> str | None:
+def _failure_reason(results: Path, scan_id: str, steps: str = "*") -> str | None:
     from xafsflow.cli import ERROR_PREFIX
 
-    logs = sorted((results / "logs").glob(f"*/{scan_id}.log"), key=lambda p: p.stat().st_mtime)
+    logs = sorted((results / "logs").glob(f"{steps}/{scan_id}.log"), key=lambda p: p.stat().st_mtime)
     for log in reversed(logs):
         try:
             text = log.read_text(errors="replace")
@@ -53,11 +56,35 @@ def scan_row(results: Path, scan_id: str, kind: str) -> dict:
                 row[col] = f"{attrs[key]:.6g}"
         row["flags"] = ",".join(attrs.get("flags") or [])
         row["warnings"] = str(len(attrs.get("xafsflow_provenance", {}).get("warnings", [])))
+        _add_products(results, scan_id, row)
         return row
     reason = _failure_reason(results, scan_id)
     row["status"] = "failed" if reason else "not run"
     row["reason"] = reason or ""
     return row
+
+
+def _add_products(results: Path, scan_id: str, row: dict) -> None:
+    """Columns of the products a scan has; a product whose step failed marks the scan failed."""
+    from xafsflow.io.store import open_store
+
+    post = results / "posterior" / f"{scan_id}.zarr"
+    if (post / "zarr.json").is_file():
+        a = dict(open_store(post).attrs)
+        row["K_selected"] = str(a.get("k_selected", ""))
+        row["p_K"] = f"{a['p_k_selected']:.3f}" if a.get("p_k_selected") is not None else ""
+        sig = a.get("sigma_hat", a.get("sigma_fixed"))
+        row["sigma_hat"] = f"{sig:.4g}" if sig is not None else ""
+        row["max_rhat"] = f"{a['max_rhat']:.3f}" if a.get("max_rhat") is not None else ""
+        row["min_exchange"] = f"{a['min_exchange_rate']:.3f}" if a.get("min_exchange_rate") is not None else ""
+        flags = [f for f in (row["flags"].split(",") if row["flags"] else [])] + list(a.get("flags") or [])
+        row["flags"] = ",".join(flags)
+        return
+    for product, step in PRODUCTS.items():
+        reason = _failure_reason(results, scan_id, step)
+        if reason:
+            row["status"] = "failed"
+            row["reason"] = reason
 
 
 def write_summary(results: str | Path, sheet: str | Path, out: str | Path, report: str | Path | None = None) -> list[dict]:

@@ -54,3 +54,11 @@ def params_json(wildcards):
 
 def is_stack(wildcards):
     return scan_of(wildcards).kind == "stack"
+
+
+def posterior_ids():
+    """Scans that get the posterior product (kind xanes, enabled in their parameters)."""
+    return [s.scan_id for s in CAMPAIGN.scans if s.kind == "xanes" and s.params.get("posterior", {}).get("enabled")]
+
+
+POSTERIOR_PRODUCTS = expand(f"{RESULTS}/posterior/{{scan_id}}.zarr", scan_id=posterior_ids())

@@ -5,6 +5,7 @@
 rule summary:
     input:
         stores=expand(f"{RESULTS}/scans/{{scan_id}}.zarr", scan_id=CAMPAIGN.ids()),
+        products=POSTERIOR_PRODUCTS,
         sheet=CAMPAIGN.sheet,
     output:
         tsv=f"{RESULTS}/summary.tsv",

@@ -68,7 +68,7 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
 
     # XANES 1: Cu K-like, XDI, transmission mu given directly.
     r = rng(seed, "xanes_01.xdi", "simulate")
-    t = _xanes_truth(8979.0, 3, 0.004, 0.8, r)
+    t = _xanes_truth(8979.0, 3, 0.01, 0.8, r)
     e = xanes_grid(t["e0"])
     norm = _xanes(e, t)
     mu = fw.raw_absorption(e, norm, t["e0"], t["edge_step"], 0.35, -2.0e-4, 0.3) + r.normal(0, t["sigma"] * t["edge_step"], e.size)
@@ -76,12 +76,12 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     from xafsflow.io.xdi_write import write_xdi
 
     write_xdi(d / "xanes_01.xdi", [("energy", "eV", e), ("mutrans", "", mu)], fw_fields,
-              "simulated XANES: arctan step + pseudo-Voigt + 3 Gaussians\nnoise sigma 0.004 of the edge step")
+              "simulated XANES: arctan step + pseudo-Voigt + 3 Gaussians\nnoise sigma 0.01 of the edge step")
     truth["scans"]["xanes_01"] = {"kind": "xanes", "model": "xanes", **t}
 
     # XANES 2: Fe K-like, plain columns with i0/itrans (mu = ln(i0/itrans)).
     r = rng(seed, "xanes_02.dat", "simulate")
-    t = _xanes_truth(7112.0, 2, 0.005, 1.1, r)
+    t = _xanes_truth(7112.0, 2, 0.012, 1.1, r)
     e = xanes_grid(t["e0"])
     norm = _xanes(e, t)
     mu = fw.raw_absorption(e, norm, t["e0"], t["edge_step"], 0.6, -1.5e-4, 0.2) + r.normal(0, t["sigma"] * t["edge_step"], e.size)

@@ -1,0 +1,194 @@
+"""The posterior product of one normalized XANES scan: store, TSV summary and figure."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from xafsflow.bayes.posterior import PosteriorResult, PosteriorSpec, analyse, summarize
+from xafsflow.bayes.remc import ChainSettings
+from xafsflow.errors import AnalysisInputError
+from xafsflow.io import store as st
+
+
+def spec_from_params(p: dict, e0: float | None) -> PosteriorSpec:
+    """A :class:`PosteriorSpec` from the validated ``posterior`` config block."""
+    settings = ChainSettings(sweeps=p["sweeps"], burn_in=p["burn_in"], thin=p["thin"], block=p["block"],
+                             adapt_every=p["block"], target_acceptance=p["target_acceptance"],
+                             checkpoint_every=p["checkpoint_every"])
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise AnalysisInputError(f"posterior settings: {exc}") from None
+    return PosteriorSpec(model=p["model"], k_min=p["k_min"], k_max=p["k_max"], replicas=p["replicas"],
+                         runs=p["runs"], sigma=p["sigma"], ladder=p["ladder"], b_max_factor=p["b_max_factor"],
+                         settings=settings, priors=p.get("priors") or {}, e0=e0)
+
+
+def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """(energy, normalized mu) over E0 + fit_range, E0 and the raw file name."""
+    g = st.open_store(scan_store)
+    attrs = dict(g.attrs)
+    src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
+    if attrs.get("kind") not in ("xanes", "exafs"):
+        raise AnalysisInputError(f"the posterior product needs a XANES scan, this is {attrs.get('kind')!r}", src)
+    e0 = float(attrs["e0"])
+    e = g["energy"][...]
+    y = g["norm"][...]
+    lo, hi = e0 + fit_range[0], e0 + fit_range[1]
+    m = (e >= lo) & (e <= hi)
+    if m.sum() == 0:
+        raise AnalysisInputError(f"no data points in the fitted range [{lo:.1f}, {hi:.1f}] eV", src)
+    return e[m], y[m], e0, src
+
+
+def quality_flags(res: PosteriorResult, q: dict) -> list[str]:
+    flags = []
+    ent = res.per_k[res.k_selected]
+    p_sel = float(res.p_k[res.ks.index(res.k_selected)])
+    if p_sel < q["min_p_k"]:
+        flags.append(f"uncertain_K(P={p_sel:.2f})")
+    rh = np.nanmax(ent["rhat"]) if np.any(np.isfinite(ent["rhat"])) else np.nan
+    if np.isfinite(rh) and rh > q["max_rhat"]:
+        flags.append(f"high_rhat({rh:.2f})")
+    mex = float(np.min(ent["exchange_rate"]))
+    if mex < q["min_exchange"]:
+        flags.append(f"low_exchange({mex:.2f})")
+    if res.noise is not None and res.noise["at_ladder_edge"]:
+        flags.append("sigma_at_ladder_edge")
+    return flags
+
+
+def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
+                  threads: int = 1, mem_mb: int = 2000, config_hash: str | None = None,
+                  checkpoint_dir: str | Path | None = None) -> PosteriorResult:
+    """Analyse one scan and write ``out`` (Zarr), ``tsv`` and ``png``."""
+    p = params["posterior"]
+    x, y, e0, src = fitted_data(scan_store, p["fit_range"])
+    spec = spec_from_params(p, e0)
+
+    def progress(done, total):
+        print(f"posterior {scan_id}: {done}/{total} chains", file=sys.stderr, flush=True)
+
+    if threads > 1:
+        from xafsflow.distributed import client
+
+        with client(threads, mem_mb) as c:
+            res = analyse(x, y, spec, campaign_seed, scan_id, client=c, checkpoint_dir=checkpoint_dir, source=src)
+    else:
+        res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
+                      progress=progress)
+    flags = quality_flags(res, p["quality"])
+    write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, config_hash, flags, scan_store)
+    write_tsv(tsv, res)
+    plot_posterior(png, res, x, y, spec, scan_id)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the product is complete
+    return res
+
+
+def write_store(out, res: PosteriorResult, x, y, e0, spec, p, scan_id, seed, config_hash, flags, scan_store):
+    ks = res.ks
+    sel = res.per_k[res.k_selected]
+    attrs = {
+        "scan_id": scan_id, "model": spec.model, "k_selected": res.k_selected,
+        "p_k_selected": float(res.p_k[ks.index(res.k_selected)]), "e0": e0, "n_points": res.n_points,
+        "sigma_fixed": res.sigma_fixed, "flags": flags,
+        "max_rhat": float(np.nanmax(sel["rhat"])) if np.any(np.isfinite(sel["rhat"])) else None,
+        "min_exchange_rate": float(np.min(sel["exchange_rate"])),
+        "conventions": "E = sum((y-f)^2)/(2N); F(K,b) = -log int exp(-N b E) p(theta) dtheta; "
+                       "log Z = (N/2) log(b/2pi) - F; centres ordered, prior normalized over the ordered region",
+    }
+    if res.noise is not None:
+        attrs.update(sigma_hat=res.noise["sigma_hat"], sigma_interval_95=list(res.noise["sigma_interval"]))
+    prov = st.provenance("posterior", [], {"posterior": p}, seed, config_hash, [],
+                         extra={"scan_store_inputs": dict(st.open_store(scan_store).attrs).get(
+                             st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
+                             "task_seeds": {f"K{o['K']}_run{o['run']}": o["seed_entropy"]
+                                            for K in ks for o in res.per_k[K]["runs"]}})
+    with st.atomic_store(out) as g:
+        st.put_array(g, "energy", x, ("point",), attrs={"units": "eV"})
+        st.put_array(g, "norm", y, ("point",))
+        st.put_array(g, "b", res.bvals, ("replica",), attrs={"meaning": "noise precision ladder, b = 1/sigma^2"})
+        st.put_array(g, "K", np.array(ks), ("k",))
+        st.put_array(g, "free_energy", [res.per_k[K]["F"] for K in ks], ("k",))
+        st.put_array(g, "free_energy_err", [res.per_k[K]["F_err"] for K in ks], ("k",))
+        st.put_array(g, "log_evidence", [res.per_k[K]["log_z"] for K in ks], ("k",))
+        st.put_array(g, "log_evidence_err", [res.per_k[K]["log_z_err"] for K in ks], ("k",))
+        st.put_array(g, "p_K", res.p_k, ("k",))
+        for K in ks:
+            ent = res.per_k[K]
+            sub = g.create_group(f"K{K}")
+            t = ent["target_index"]
+            st.put_array(sub, "samples", ent["samples"], ("run", "draw", "parameter"),
+                         attrs={"parameters": ent["names"], "b": float(res.bvals[t])})
+            thin = max(1, ent["runs"][0]["energies"].shape[0] // 500)
+            st.put_array(sub, "energy_trace", np.stack([o["energies"][::thin] for o in ent["runs"]]),
+                         ("run", "sweep", "replica"), attrs={"every": thin})
+            st.put_array(sub, "acceptance", ent["acceptance"], ("replica", "parameter"))
+            st.put_array(sub, "exchange_rate", ent["exchange_rate"], ("pair",))
+            st.put_array(sub, "round_trips", ent["round_trips"], ("replica",))
+            st.put_array(sub, "free_energy_ladder", ent["F_ladder"], ("replica",))
+            st.put_array(sub, "free_energy_ladder_err", ent["F_ladder_err"], ("replica",))
+            st.put_array(sub, "free_energy_ti_ladder", ent["F_ti"], ("replica",))
+            st.put_array(sub, "free_energy_runs", ent["F_runs"][:, t], ("run",))
+            st.put_array(sub, "rhat", ent["rhat"], ("parameter",))
+            if "noise" in ent:
+                st.put_array(sub, "b_grid", ent["noise"]["grid"], ("b_grid",))
+                st.put_array(sub, "log_evidence_b", ent["noise"]["log_evidence"], ("b_grid",))
+            st.set_attrs(sub, K=K, F=ent["F"], F_err=ent["F_err"], log_evidence=ent["log_z"],
+                         target_replica=t, sigma_hat=ent.get("noise", {}).get("sigma_hat"))
+        st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
+
+
+def write_tsv(path, res: PosteriorResult) -> None:
+    ent = res.per_k[res.k_selected]
+    rows = summarize(ent["samples"], ent["names"])
+    path = Path(path)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["parameter", "median", "mean", "sd", "q2.5", "q97.5", "rhat"])
+        for r, rh in zip(rows, ent["rhat"]):
+            w.writerow([r["parameter"]] + [f"{r[k]:.6g}" for k in ("median", "mean", "sd", "q2.5", "q97.5")]
+                       + [f"{rh:.4f}"])
+
+
+def plot_posterior(path, res: PosteriorResult, x, y, spec: PosteriorSpec, scan_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    K = res.k_selected
+    ent = res.per_k[K]
+    model = spec.build(K, x)
+    flat = ent["samples"].reshape(-1, model.n_params)
+    mean_theta = flat.mean(axis=0)
+    fits = np.array([model.evaluate(x, t) for t in flat[:: max(1, len(flat) // 200)]])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax = axes[0]
+    ax.plot(x, y, "k.", ms=3, label="data")
+    ax.plot(x, fits.mean(axis=0), "r-", lw=1.2, label="posterior mean fit")
+    bgc = model.background(x, mean_theta)
+    if model.nb:
+        ax.plot(x, bgc, "b--", lw=0.8, label="step + white line")
+    for k, c in enumerate(model.components(x, mean_theta)):
+        ax.plot(x, c + (0 if model.nb == 0 else 0), lw=0.8, label=f"component {k + 1}")
+    ax.set_xlabel("energy (eV)")
+    ax.set_title(f"{scan_id}: K = {K}")
+    ax.legend(fontsize=7)
+    axes[1].bar(res.ks, res.p_k, color="0.4")
+    axes[1].set_xlabel("K")
+    axes[1].set_ylabel("P(K | data)")
+    ci = [model.centre_index(k) for k in range(K)]
+    for k, j in enumerate(ci):
+        axes[2].hist(flat[:, j], bins=40, alpha=0.6, label=model.names[j])
+    axes[2].set_xlabel("peak position")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
