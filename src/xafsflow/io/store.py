@@ -66,6 +66,8 @@ def provenance(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "python": platform.python_version(),
+        # the batch job that made the product, when it ran under SLURM
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **(extra or {}),
     }
 

@@ -1,0 +1,261 @@
+"""Replica-exchange sampler, free energy and model selection: tests against exact results,
+the NumPy reference, known simulated truth and dynesty."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from xafsflow.bayes import free_energy as fe
+from xafsflow.bayes.models import peaks_model, xanes_model
+from xafsflow.bayes.posterior import PosteriorSpec, analyse, rhat
+from xafsflow.bayes.priors import ImproperPriorError, prior_from_config
+from xafsflow.bayes.remc import ChainSettings, run_chain
+from xafsflow.errors import InputError
+
+NAGATA = {"a": [0.587, 1.522, 1.183], "mu": [1.210, 1.455, 1.703], "b": [95.689, 146.837, 164.469]}
+X_NAGATA = np.round(np.arange(0, 301) * 0.01, 10)
+
+
+def nagata_data(seed: int, sigma: float = 0.1):
+    rng = np.random.default_rng(seed)
+    f = sum(a * np.exp(-b * (X_NAGATA - m) ** 2 / 2) for a, m, b in zip(NAGATA["a"], NAGATA["mu"], NAGATA["b"]))
+    return X_NAGATA, f + rng.normal(0, sigma, X_NAGATA.size)
+
+
+def nagata_truth_vector():
+    return np.array([v for k in range(3) for v in (NAGATA["a"][k], NAGATA["mu"][k], NAGATA["b"][k])])
+
+
+# ------------------------------------------------------------------ kernel vs reference
+@pytest.mark.parametrize("which", ["peaks", "xanes"])
+def test_kernel_equals_numpy_reference(which):
+    if which == "peaks":
+        x, y = nagata_data(3)
+        x, y = x[::3], y[::3]
+        model = peaks_model(2)
+    else:
+        x = np.arange(-10.0, 30.0, 0.5)
+        truth = xanes_model(1, -10, 30, 0.0)
+        theta = np.array([1.0, 0.0, 2.0, 5.0, 3.0, 4.0, 0.5, 1.0, 10.0, 2.0])
+        y = truth.evaluate(x, theta) + np.random.default_rng(0).normal(0, 0.02, x.size)
+        model = xanes_model(2, -10, 30, 0.0)
+    bv = np.concatenate([[0.0], np.geomspace(0.5, 1e4, 5)])
+    s = ChainSettings(sweeps=60, burn_in=40, thin=5, block=20, adapt_every=20, refresh=30, checkpoint_every=20)
+    a = run_chain(x, y, model, bv, s, np.random.SeedSequence(11))
+    b = run_chain(x, y, model, bv, s, np.random.SeedSequence(11), use_kernel=False)
+    np.testing.assert_allclose(a.energies, b.energies, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.samples, b.samples, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(np.nan_to_num(a.acceptance, nan=-1), np.nan_to_num(b.acceptance, nan=-1))
+    np.testing.assert_array_equal(a.exchange_rate, b.exchange_rate)
+    assert a.exchange_rate.sum() > 0  # exchanges did happen in the compared block
+
+
+def test_incremental_energy_equals_full_model_evaluation():
+    x, y = nagata_data(4)
+    model = peaks_model(3)
+    bv = np.concatenate([[0.0], np.geomspace(1e-2, 100, 11)])
+    s = ChainSettings(sweeps=300, burn_in=100, thin=10, block=50, refresh=1000, checkpoint_every=50)
+    r = run_chain(x, y, model, bv, s, np.random.SeedSequence(5))
+    # samples are recorded on the same sweeps as every 10th energy (refresh never ran in production)
+    e_at_samples = r.energies[9::10]
+    for i in range(0, r.samples.shape[0], 7):
+        for l in (3, 11):
+            f = model.evaluate(x, r.samples[i, l])
+            assert 0.5 * np.mean((y - f) ** 2) == pytest.approx(e_at_samples[i, l], rel=1e-9, abs=1e-12)
+
+
+# ------------------------------------------------------------------ free energy estimators
+def test_stepping_stone_and_ti_on_exact_gaussian_samples():
+    """1-D: prior N(0, 1), E(theta) = (theta - c)^2 / 2 with N = 1; tempered posteriors are Gaussian."""
+    c = 1.3
+    bv = np.concatenate([[0.0], np.geomspace(0.01, 50, 40)])
+    rng = np.random.default_rng(0)
+    prec = 1 + bv
+    mean = bv * c / prec
+    theta = rng.normal(mean, 1 / np.sqrt(prec), size=(20000, bv.size))
+    e = 0.5 * (theta - c) ** 2
+    exact = 0.5 * np.log(prec) + 0.5 * c**2 * bv / prec  # -log int exp(-b E) N(0,1)
+    np.testing.assert_allclose(fe.stepping_stone(e, bv, 1), exact, atol=0.02)
+    np.testing.assert_allclose(fe.thermodynamic_integration(e, bv, 1), exact, atol=0.05)
+    err = fe.block_bootstrap(e, bv, 1, rng)
+    assert 0 < err[-1] < 0.05
+    grid = np.geomspace(0.02, 40, 50)
+    curve = fe.free_energy_curve(e, bv, 1, grid)
+    np.testing.assert_allclose(curve, 0.5 * np.log(1 + grid) + 0.5 * c**2 * grid / (1 + grid), atol=0.02)
+
+
+def test_log_evidence_relation():
+    assert fe.log_evidence(3.0, 100.0, 301) == pytest.approx(0.5 * 301 * math.log(100 / (2 * math.pi)) - 3.0)
+
+
+def test_rhat_detects_unmixed_runs():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(2, 1000, 3))
+    assert np.all(np.abs(rhat(same) - 1) < 0.02)
+    apart = same + np.array([0.0, 2.0])[:, None, None]
+    assert np.all(rhat(apart) > 1.2)
+
+
+# ------------------------------------------------------------------ closed-form evidence
+def test_linear_gaussian_evidence_is_exact():
+    """Fixed centres and widths, Gaussian prior on amplitudes: log Z is a Gaussian density of y."""
+    x = np.arange(0, 3.0001, 0.02)
+    centres, bs = [0.8, 1.5, 2.1], [60.0, 90.0, 40.0]
+    m0, s0, sigma = 1.0, 0.5, 0.1
+    phi = np.stack([np.exp(-b * (x - c) ** 2 / 2) for c, b in zip(centres, bs)], axis=1)
+    rng = np.random.default_rng(7)
+    y = phi @ np.array([0.7, 1.4, 0.9]) + rng.normal(0, sigma, x.size)
+    cov = sigma**2 * np.eye(x.size) + s0**2 * phi @ phi.T
+    exact = multivariate_normal(mean=phi @ np.full(3, m0), cov=cov).logpdf(y)
+    priors = {"a": {"dist": "normal", "mean": m0, "sd": s0}}
+    model = peaks_model(3, priors)
+    for k in range(3):  # fix centres and widths
+        model.priors[3 * k + 1] = prior_from_config({"dist": "fixed", "value": centres[k]}, "mu")
+        model.priors[3 * k + 2] = prior_from_config({"dist": "fixed", "value": bs[k]}, "b")
+    bv = np.concatenate([[0.0], np.geomspace(1e-2, 1 / sigma**2, 23)])
+    s = ChainSettings(sweeps=4000, burn_in=500, thin=10)
+    runs = [run_chain(x, y, model, bv, s, np.random.SeedSequence([7, r])) for r in range(2)]
+    f = np.mean([fe.stepping_stone(r.energies, bv, x.size)[-1] for r in runs])
+    err = np.sqrt(sum(fe.block_bootstrap(r.energies, bv, x.size, rng)[-1] ** 2 for r in runs)) / 2
+    logz = fe.log_evidence(f, bv[-1], x.size)
+    assert abs(logz - exact) < 0.2
+    assert abs(logz - exact) < 3 * err + 1e-9 or abs(logz - exact) < 0.05
+
+
+# ------------------------------------------------------------------ Nagata benchmark
+def test_nagata_free_energy_selects_three_components():
+    x, y = nagata_data(2012)
+    spec = PosteriorSpec(model="peaks", k_min=1, k_max=5, replicas=32, runs=2, sigma=0.1,
+                         ladder=list(np.geomspace(1e-2, 100, 31)), settings=ChainSettings(sweeps=2000, burn_in=1000))
+    res = analyse(x, y, spec, 2012, "nagata")
+    F = {K: res.per_k[K]["F"] for K in res.ks}
+    err = {K: res.per_k[K]["F_err"] for K in res.ks}
+    kmin = min(F, key=F.get)
+    assert kmin == 3 or F[3] - F[kmin] < 2 * math.hypot(err[3], err[kmin]) + 0.5
+    assert F[1] > F[3] + 10 and F[2] > F[3] + 10
+    # log Z and F are reported together with their exact relation
+    for K in res.ks:
+        assert res.per_k[K]["log_z"] == pytest.approx(fe.log_evidence(F[K], 100.0, x.size))
+    assert res.k_selected == 3 or res.p_k[2] > 0.2
+
+
+def test_dynesty_evidence_agrees():
+    dynesty = pytest.importorskip("dynesty")
+    from scipy import stats
+
+    x, y = nagata_data(99)
+    sigma = 0.1
+    b = 1 / sigma**2
+    n = x.size
+
+    def loglike(theta):
+        th = theta.reshape(3, 3)
+        f = np.zeros_like(x)
+        for a, m, bb in th:
+            f += a * np.exp(-bb * (x - m) ** 2 / 2)
+        return -0.5 * b * np.sum((y - f) ** 2) + 0.5 * n * math.log(b / (2 * math.pi))
+
+    ga, nm, gb = stats.gamma(5, scale=1 / 5), stats.norm(1.5, math.sqrt(0.2)), stats.gamma(5, scale=1 / 0.04)
+
+    def ptform(u):
+        th = np.empty(9)
+        th[0::3] = ga.ppf(u[0::3])
+        th[1::3] = nm.ppf(u[1::3])
+        th[2::3] = gb.ppf(u[2::3])
+        # same ordering convention: components sorted by centre (the ordered prior is the
+        # push-forward of the iid prior under sorting, K! prod p on the ordered region)
+        order = np.argsort(th[1::3])
+        return th.reshape(3, 3)[order].ravel()
+
+    sampler = dynesty.NestedSampler(loglike, ptform, 9, nlive=250, sample="rwalk",
+                                    rstate=np.random.default_rng(3))
+    sampler.run_nested(dlogz=0.1, print_progress=False)
+    dres = sampler.results
+    logz_d, err_d = float(dres.logz[-1]), float(dres.logzerr[-1])
+    spec = PosteriorSpec(model="peaks", k_min=3, k_max=3, replicas=32, runs=2, sigma=sigma,
+                         ladder=list(np.geomspace(1e-2, b, 31)), settings=ChainSettings(sweeps=3000, burn_in=1000))
+    ours = analyse(x, y, spec, 99, "dynesty").per_k[3]
+    diff = abs(ours["log_z"] - logz_d)
+    assert diff < 0.5
+    assert diff < 3 * math.hypot(ours["log_z_err"], err_d)
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_interrupted_chain_resumes_to_the_same_result(tmp_path):
+    x, y = nagata_data(1)
+    model = peaks_model(2)
+    bv = np.concatenate([[0.0], np.geomspace(1e-2, 100, 9)])
+    s = ChainSettings(sweeps=300, burn_in=200, thin=10, block=50, checkpoint_every=100)
+    clean = run_chain(x, y, model, bv, s, np.random.SeedSequence(8))
+    ck = tmp_path / "chain.npz"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(sweep, total):
+        if sweep == 350:  # after the checkpoint at 300, mid-production
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_chain(x, y, model, bv, s, np.random.SeedSequence(8), checkpoint=ck, progress=stop_at)
+    assert ck.is_file()
+    resumed_from = []
+    again = run_chain(x, y, model, bv, s, np.random.SeedSequence(8), checkpoint=ck,
+                      progress=lambda sw, t: resumed_from.append(sw))
+    assert resumed_from[0] == 350  # started from the checkpoint at 300, not from 0
+    np.testing.assert_array_equal(again.energies, clean.energies)
+    np.testing.assert_array_equal(again.samples, clean.samples)
+    np.testing.assert_array_equal(again.exchange_rate, clean.exchange_rate)
+    # a checkpoint of another chain (other seed) is ignored
+    other = run_chain(x, y, model, bv, s, np.random.SeedSequence(9), checkpoint=ck)
+    assert not np.array_equal(other.energies, clean.energies)
+
+
+def test_same_samples_whatever_the_workers():
+    from distributed import Client, LocalCluster
+
+    x, y = nagata_data(5)
+    spec = PosteriorSpec(model="peaks", k_min=1, k_max=2, replicas=8, runs=2, sigma=0.1,
+                         settings=ChainSettings(sweeps=100, burn_in=100))
+    serial = analyse(x, y, spec, 1, "scan")
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=40) as cl, Client(cl) as c:
+        dist = analyse(x, y, spec, 1, "scan", client=c)
+    for K in (1, 2):
+        np.testing.assert_array_equal(serial.per_k[K]["samples"], dist.per_k[K]["samples"])
+    np.testing.assert_array_equal(serial.p_k, dist.p_k)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("case", ["nan", "few", "order", "krange"])
+def test_bad_spectra_are_input_errors(case):
+    x, y = nagata_data(1)
+    spec = PosteriorSpec(model="peaks", k_min=1, k_max=3, sigma=0.1)
+    if case == "nan":
+        y = y.copy()
+        y[5] = np.nan
+        match = "non-finite"
+    elif case == "few":
+        x, y = x[:20], y[:20]
+        match = "cannot support K"
+    elif case == "order":
+        x = x.copy()
+        x[10], x[11] = x[11], x[10]
+        match = "not strictly increasing"
+    else:
+        spec = PosteriorSpec(model="peaks", k_min=3, k_max=2, sigma=0.1)
+        match = "K range"
+    with pytest.raises(InputError, match=match):
+        analyse(x, y, spec, 1, "bad")
+
+
+@pytest.mark.parametrize("spec", [
+    {"dist": "uniform", "lo": 0.0}, {"dist": "uniform", "lo": 1.0, "hi": 1.0}, {"dist": "loguniform", "lo": 0.0, "hi": 2.0},
+    {"dist": "gamma", "shape": 0.0, "rate": 1.0}, {"dist": "normal", "mean": 0.0, "sd": -1.0}, {"dist": "flat"},
+])
+def test_improper_priors_are_refused(spec):
+    with pytest.raises(ImproperPriorError, match="prior of x"):
+        prior_from_config(spec, "x")
