@@ -44,7 +44,9 @@ def test_kernel_equals_numpy_reference(which):
         y = truth.evaluate(x, theta) + np.random.default_rng(0).normal(0, 0.02, x.size)
         model = xanes_model(2, -10, 30, 0.0)
     bv = np.concatenate([[0.0], np.geomspace(0.5, 1e4, 5)])
-    s = ChainSettings(sweeps=60, burn_in=40, thin=5, block=20, adapt_every=20, refresh=30, checkpoint_every=20)
+    # joint moves start after 20 burn-in draws, so the compared sweeps include them
+    s = ChainSettings(sweeps=60, burn_in=60, thin=5, block=20, adapt_every=20, refresh=30, checkpoint_every=20,
+                      joint_min=20, joint_window=40)
     a = run_chain(x, y, model, bv, s, np.random.SeedSequence(11))
     b = run_chain(x, y, model, bv, s, np.random.SeedSequence(11), use_kernel=False)
     np.testing.assert_allclose(a.energies, b.energies, rtol=1e-9, atol=1e-12)
@@ -52,6 +54,8 @@ def test_kernel_equals_numpy_reference(which):
     np.testing.assert_array_equal(np.nan_to_num(a.acceptance, nan=-1), np.nan_to_num(b.acceptance, nan=-1))
     np.testing.assert_array_equal(a.exchange_rate, b.exchange_rate)
     assert a.exchange_rate.sum() > 0  # exchanges did happen in the compared block
+    assert a.joint_acceptance.sum() > 0  # and joint moves were accepted
+    np.testing.assert_array_equal(a.joint_acceptance, b.joint_acceptance)
 
 
 def test_incremental_energy_equals_full_model_evaluation():
@@ -259,3 +263,14 @@ def test_bad_spectra_are_input_errors(case):
 def test_improper_priors_are_refused(spec):
     with pytest.raises(ImproperPriorError, match="prior of x"):
         prior_from_config(spec, "x")
+
+
+def test_bridge_sampling_on_exact_gaussian_samples():
+    c = 1.3
+    bv = np.concatenate([[0.0], np.geomspace(0.01, 50, 12)])  # coarse ladder: bridge still exact
+    rng = np.random.default_rng(1)
+    prec = 1 + bv
+    theta = rng.normal(bv * c / prec, 1 / np.sqrt(prec), size=(20000, bv.size))
+    e = 0.5 * (theta - c) ** 2
+    exact = 0.5 * np.log(prec) + 0.5 * c**2 * bv / prec
+    np.testing.assert_allclose(fe.bridge(e, bv, 1), exact, atol=0.02)

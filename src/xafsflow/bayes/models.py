@@ -160,9 +160,11 @@ def xanes_default_priors(e_lo: float, e_hi: float, e0: float) -> dict:
         "wl_shift": {"dist": "uniform", "lo": -5.0, "hi": 15.0},
         "wl_fwhm": {"dist": "loguniform", "lo": 0.5, "hi": 20.0},
         "wl_eta": {"dist": "uniform", "lo": 0.0, "hi": 1.0},
-        "area": {"dist": "loguniform", "lo": 0.01, "hi": 20.0},
+        # Gamma(2, 1): mean 2 eV x (normalized mu), little mass at undetectably small areas,
+        # so an extra component cannot hide at zero area at no Occam cost
+        "area": {"dist": "gamma", "shape": 2.0, "rate": 1.0},
         "centre": {"dist": "uniform", "lo": e_lo, "hi": e_hi},
-        "width": {"dist": "loguniform", "lo": 0.3, "hi": max(0.6, span / 4)},
+        "width": {"dist": "loguniform", "lo": 0.3, "hi": max(0.6, span / 8)},
     }
 
 

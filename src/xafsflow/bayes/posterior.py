@@ -32,7 +32,7 @@ class PosteriorSpec:
     runs: int = 2
     sigma: float | None = None  # fixed noise sd; None estimates it
     ladder: list[float] | None = None  # explicit precisions b_1..b_{L-1} (b_0 = 0 is added)
-    b_max_factor: float = 25.0  # noise estimation: b_max = factor / sigma_d^2
+    b_max_factor: float = 10.0  # noise estimation: b_max = factor / sigma_d^2
     settings: ChainSettings = field(default_factory=ChainSettings)
     priors: dict = field(default_factory=dict)
     e0: float | None = None  # xanes: edge energy for the default priors
@@ -161,7 +161,8 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
     boot_rng = np.random.default_rng(seed_sequence(campaign_seed, scan_id, "posterior", "bootstrap"))
     for K in ks:
         runs = sorted((o for o in outs if o["K"] == K), key=lambda o: o["run"])
-        f_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])  # (runs, L)
+        f_runs = np.array([fe.bridge(o["energies"], bvals, n) for o in runs])  # (runs, L)
+        ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
         ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
         boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
         f = f_runs.mean(axis=0)
@@ -171,7 +172,7 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
         f_err = np.maximum(err_boot, err_spread)
         pooled = np.concatenate([o["energies"] for o in runs])
         entry = {
-            "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0),
+            "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
             "exchange_rate": np.mean([o["exchange_rate"] for o in runs], axis=0),
             "acceptance": np.mean([o["acceptance"] for o in runs], axis=0),
             "round_trips": np.sum([o["round_trips"] for o in runs], axis=0), "names": runs[0]["names"],

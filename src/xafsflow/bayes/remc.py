@@ -116,11 +116,65 @@ def _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt):
 
 
 @njit(cache=True)
+def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, win, sse, codes, pa, pb, logm,
+                nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg):
+    """One Metropolis move of all free parameters at once: u' = u + jscale * chol @ z in the
+    moved coordinates (log theta for positive parameters), with the Jacobian in the ratio."""
+    P = theta.shape[1]
+    N = x.size
+    jtried[l] += 1
+    ljac = 0.0
+    dlp = 0.0
+    for j in range(P):
+        old = theta[s, j]
+        if codes[j] == 0:
+            buf_th[j] = old
+            continue
+        d = 0.0
+        for i in range(j + 1):
+            d += chol[l, j, i] * z[i]
+        d *= jscale[l]
+        if logm[j]:
+            new = old * math.exp(d)
+            ljac += d
+        else:
+            new = old + d
+        lpn = _logp(codes[j], pa[j], pb[j], new)
+        if lpn == -np.inf:
+            return
+        dlp += lpn - _logp(codes[j], pa[j], pb[j], old)
+        buf_th[j] = new
+    if ordered and K > 1:
+        for k in range(1, K):
+            if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
+                return
+    _bg_fill(bgt, buf_th, x, buf_bg)
+    for i in range(N):
+        buf_f[i] = buf_bg[i]
+    for k in range(K):
+        base = nb + 3 * k
+        lo, hi = _window(ct, x, buf_th[base + 1], buf_th[base + 2])
+        for i in range(lo, hi):
+            buf_f[i] += _cval(ct, buf_th[base], buf_th[base + 1], buf_th[base + 2], x[i])
+    sse_new = 0.0
+    for i in range(N):
+        r = y[i] - buf_f[i]
+        sse_new += r * r
+    lu = math.log(u) if u > 0 else -np.inf
+    if lu < -0.5 * bl * (sse_new - sse[s]) + dlp + ljac:
+        for j in range(P):
+            theta[s, j] = buf_th[j]
+        _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+        jacc[l] += 1
+
+
+@njit(cache=True)
 def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
               codes, pa, pb, logm, nb, K, ct, bgt, ordered,
               normals, uniforms, ex_u, prior_draws, sweep0,
               acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
-              energies_out, thin, samples_out, refresh, buf_new, buf_bg):
+              energies_out, thin, samples_out, refresh, buf_new, buf_bg,
+              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f):
     """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded."""
     nsw = normals.shape[0]
     L = bvals.size
@@ -207,6 +261,10 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
                         win[s, k, 1] = hi_n
                         sse[s] += dsse
                         acc[l, j] += 1
+            if jscale[l] > 0:
+                _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, win, sse, codes, pa, pb, logm,
+                            nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, jnorm[t, l], ju[t, l],
+                            buf_th, buf_f, buf_bg)
         # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
         for l in range(sweep % 2, L - 1, 2):
             sa = slot_of[l]
@@ -241,7 +299,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
 
 # ===================================================================== numpy reference
 def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, normals, uniforms, ex_u,
-                    prior_draws, sweep0, thin, refresh):
+                    prior_draws, sweep0, thin, refresh, jnorm, ju):
     """NumPy implementation of :func:`run_block` (same random inputs, same updates).
 
     Returns (energies (nsw, L), samples (n, L, P)); ``state`` is updated in place.
@@ -278,6 +336,31 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
     from xafsflow.bayes.priors import Prior
 
     priors = [Prior(model.priors[j].dist, pa[j], pb[j]) for j in range(P)]
+
+    def joint_reference(l, s, bl, z, u):
+        st.jtried[l] += 1
+        d = st.jscale[l] * (st.chol[l] @ z)
+        old = st.theta[s]
+        new = np.where(logm, old * np.exp(d), old + d)
+        new = np.where(codes == 0, old, new)
+        lp_new = np.array([float(priors[j].logpdf(new[j])) if codes[j] else 0.0 for j in range(P)])
+        if np.any(lp_new == -np.inf):
+            return
+        lp_old = np.array([float(priors[j].logpdf(old[j])) if codes[j] else 0.0 for j in range(P)])
+        if model.ordered and K > 1 and np.any(np.diff(new[nb + 1::3]) <= 0):
+            return
+        ljac = float(np.sum(np.where(logm & (codes != 0), d, 0.0)))
+        f = model.background(x, new)
+        for k in range(K):
+            p = new[nb + 3 * k: nb + 3 * k + 3]
+            lo, hi = window(p[1], p[2])
+            f[lo:hi] += component(ct, p[0], p[1], p[2], x[lo:hi])
+        sse_new = float(np.sum((y - f) ** 2))
+        lu = math.log(u) if u > 0 else -np.inf
+        if lu < -0.5 * bl * (sse_new - st.sse[s]) + float(np.sum(lp_new - lp_old)) + ljac:
+            st.theta[s] = new
+            recompute(s)
+            st.jacc[l] += 1
     energies = np.empty((normals.shape[0], L))
     samples = []
     for t in range(normals.shape[0]):
@@ -336,6 +419,8 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
                         st.win[s, k] = lo_n, hi_n
                         st.sse[s] += dsse
                         st.acc[l, j] += 1
+            if st.jscale[l] > 0:
+                joint_reference(l, s, bl, jnorm[t, l], ju[t, l])
         for l in range(sweep % 2, L - 1, 2):
             sa, sb = st.slot_of[l], st.slot_of[l + 1]
             st.ex_tried[l] += 1
@@ -378,9 +463,14 @@ class ChainState:
     ex_tried: np.ndarray
     slot_dir: np.ndarray  # (L,)
     round_trips: np.ndarray  # (L,)
+    chol: np.ndarray  # (L, P, P) joint-move proposal factor per temperature (moved coordinates)
+    jscale: np.ndarray  # (L,) joint-move scale; 0 = no joint moves yet
+    jacc: np.ndarray  # (L,)
+    jtried: np.ndarray  # (L,)
+    burn: np.ndarray  # (n, L, P) recent burn-in draws for the joint-move covariance
 
     ARRAYS = ("theta", "resid", "comp", "bgv", "win", "sse", "slot_of", "step", "acc", "tried",
-              "ex_acc", "ex_tried", "slot_dir", "round_trips")
+              "ex_acc", "ex_tried", "slot_dir", "round_trips", "chol", "jscale", "jacc", "jtried", "burn")
 
     def copy(self) -> "ChainState":
         return ChainState(*(getattr(self, a).copy() for a in self.ARRAYS))
@@ -396,6 +486,8 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
         step=np.zeros((L, P)), acc=np.zeros((L, P), np.int64), tried=np.zeros((L, P), np.int64),
         ex_acc=np.zeros(max(L - 1, 1), np.int64), ex_tried=np.zeros(max(L - 1, 1), np.int64),
         slot_dir=np.zeros(L, np.int64), round_trips=np.zeros(L, np.int64),
+        chol=np.zeros((L, P, P)), jscale=np.zeros(L), jacc=np.zeros(L, np.int64), jtried=np.zeros(L, np.int64),
+        burn=np.zeros((0, L, P)),
     )
     for j, p in enumerate(model.priors):
         if p.log_moves:
@@ -427,6 +519,9 @@ class ChainSettings:
     target_acceptance: float = 0.4
     refresh: int = 100
     checkpoint_every: int = 500  # sweeps (a multiple of block)
+    joint_window: int = 500  # burn-in sweeps whose draws estimate the joint-move covariance
+    joint_min: int = 200  # joint moves start once this many burn-in draws are there
+    joint_target: float = 0.25
 
     def check(self):
         if self.block % self.thin:
@@ -446,6 +541,7 @@ class ChainResult:
     round_trips: np.ndarray  # (L,)
     step: np.ndarray
     n_points: int
+    joint_acceptance: np.ndarray | None = None  # (L,) production acceptance of the joint moves
 
 
 def _draw_block(rng, model, L, P, nsw):
@@ -453,7 +549,9 @@ def _draw_block(rng, model, L, P, nsw):
     uniforms = rng.random((nsw, L, P))
     ex_u = rng.random((nsw, max(L - 1, 1)))
     prior = model.sample_prior(rng, nsw)
-    return normals, uniforms, ex_u, prior
+    jnorm = rng.standard_normal((nsw, L, P))
+    ju = rng.random((nsw, L))
+    return normals, uniforms, ex_u, prior, jnorm, ju
 
 
 def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
@@ -482,28 +580,36 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
     total = settings.burn_in + settings.sweeps
     buf_new = np.zeros(N)
     buf_bg = np.zeros(N)
+    buf_th = np.zeros(P)
+    buf_f = np.zeros(N)
     nblk = settings.block
     while sweep < total:
-        normals, uniforms, ex_u, prior = _draw_block(rng, model, L, P, nblk)
+        normals, uniforms, ex_u, prior, jnorm, ju = _draw_block(rng, model, L, P, nblk)
+        burning = sweep < settings.burn_in
+        thin = 1 if burning else settings.thin  # every burn-in sweep feeds the joint-move covariance
         e_out = np.empty((nblk, L))
-        s_out = np.empty((nblk // settings.thin, L, P))
+        s_out = np.empty((nblk // thin, L, P))
         if use_kernel:
             ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, st.slot_of, st.step,
                            codes, pa, pb, logm, model.nb, model.K, model.comp_type, model.bg_type, model.ordered,
                            normals, uniforms, ex_u, prior, sweep,
                            st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
-                           e_out, settings.thin, s_out, settings.refresh, buf_new, buf_bg)
+                           e_out, thin, s_out, settings.refresh, buf_new, buf_bg,
+                           st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, buf_th, buf_f)
             s_out = s_out[:ns]
         else:
             e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
-                                           settings.thin, settings.refresh)
+                                           thin, settings.refresh, jnorm, ju)
         sweep += nblk
-        if sweep <= settings.burn_in:
+        if burning:
+            st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]
             if sweep % settings.adapt_every == 0:
                 _adapt(st, settings.target_acceptance)
+                _adapt_joint(st, model, settings)
             if sweep == settings.burn_in:
-                for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips"):
+                for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips", "jacc", "jtried"):
                     getattr(st, a)[...] = 0
+                st.burn = st.burn[:0]
         else:
             energies.append(e_out)
             samples.append(s_out)
@@ -516,7 +622,38 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         exr = st.ex_acc / np.maximum(st.ex_tried, 1)
     return ChainResult(bvals, np.concatenate(energies) if energies else np.empty((0, L)),
                        np.concatenate(samples) if samples else np.empty((0, L, P)),
-                       accr, exr[: L - 1], st.round_trips.copy(), st.step.copy(), N)
+                       accr, exr[: L - 1], st.round_trips.copy(), st.step.copy(), N,
+                       st.jacc / np.maximum(st.jtried, 1))
+
+
+def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings") -> None:
+    """Joint moves: proposal covariance from recent burn-in draws (moved coordinates), scale
+    adapted toward ``joint_target`` acceptance; starts once ``joint_min`` draws are there."""
+    n = st.burn.shape[0]
+    if n < settings.joint_min:
+        return
+    codes, _, _, logm = model.kernel_arrays()
+    free = codes != 0
+    u = st.burn.copy()
+    u[:, :, logm] = np.log(np.maximum(u[:, :, logm], 1e-300))
+    d = int(free.sum())
+    for l in range(1, st.theta.shape[0]):
+        cov = np.cov(u[:, l, free], rowvar=False).reshape(d, d)
+        cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
+        try:
+            c = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            continue
+        full = np.zeros(st.chol.shape[1:])
+        full[np.ix_(free, free)] = c
+        st.chol[l] = full
+        if st.jscale[l] == 0:
+            st.jscale[l] = 2.38 / math.sqrt(d)
+        elif st.jtried[l] > 0:
+            rate = st.jacc[l] / st.jtried[l]
+            st.jscale[l] *= math.exp(2.0 * (rate - settings.joint_target))
+    st.jacc[...] = 0
+    st.jtried[...] = 0
 
 
 def _adapt(st: ChainState, target: float) -> None:
