@@ -123,7 +123,10 @@ fi
 # --------------------------------------------------------------------------
 # slurm.conf
 # --------------------------------------------------------------------------
-NCPU="$(nproc)"
+# `nproc` honours OMP_NUM_THREADS / OMP_THREAD_LIMIT, which Python libraries set for their
+# workers: count the machine's processors instead, or a call from inside a test run would
+# reconfigure the node with one CPU and jobs asking for two would pend forever.
+NCPU="$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc --all)"
 MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
 MARGIN="${SLURM_UP_MEM_MARGIN:-$(( MEM_MB / 10 > 1024 ? MEM_MB / 10 : 1024 ))}"
 REAL_MEM=$(( MEM_MB - MARGIN ))

@@ -1,0 +1,128 @@
+"""Replica-exchange Monte Carlo on the Nagata benchmark, side by side with dynesty.
+
+    .venv/bin/python benchmarks/bench_remc.py
+
+1. Metropolis proposals per second per core and sweeps per second of the numba
+   kernel (N = 301, K = 3, L = 32), with 1 process and with 2 processes at once.
+2. Wall time until F(3) has a standard error below 0.1 nats (spread of
+   independent runs), next to dynesty's wall time to a log evidence with
+   logzerr below 0.1 on the same model, priors and ordering; the ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from xafsflow.bayes import free_energy as fe  # noqa: E402
+from xafsflow.bayes.models import peaks_model  # noqa: E402
+from xafsflow.bayes.remc import ChainSettings, run_chain  # noqa: E402
+
+A, MU, B = [0.587, 1.522, 1.183], [1.210, 1.455, 1.703], [95.689, 146.837, 164.469]
+X = np.round(np.arange(301) * 0.01, 10)
+SIGMA = 0.1
+LADDER = np.concatenate([[0.0], np.geomspace(1e-2, 1 / SIGMA**2, 31)])
+
+
+def data(seed=2012):
+    rng = np.random.default_rng(seed)
+    f = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in zip(A, MU, B))
+    return f + rng.normal(0, SIGMA, X.size)
+
+
+def chain(args):
+    seed, sweeps, burn = args
+    y = data()
+    s = ChainSettings(sweeps=sweeps, burn_in=burn, thin=10)
+    t = time.perf_counter()
+    r = run_chain(X, y, peaks_model(3), LADDER, s, np.random.SeedSequence([seed]))
+    dt = time.perf_counter() - t
+    return dt, fe.bridge(r.energies, LADDER, X.size)[-1]
+
+
+def throughput(nproc: int, sweeps=4000, burn=1000):
+    proposals = (sweeps + burn) * (LADDER.size - 1) * 9
+    with ProcessPoolExecutor(nproc) as ex:
+        list(ex.map(chain, [(0, 100, 50)] * nproc))  # compile / warm the numba cache in each process
+        t = time.perf_counter()
+        out = list(ex.map(chain, [(i + 1, sweeps, burn) for i in range(nproc)]))
+        wall = time.perf_counter() - t
+    per_chain = np.mean([o[0] for o in out])
+    return proposals / per_chain, (sweeps + burn) / per_chain, nproc * proposals / wall
+
+
+def remc_time_to_error(target=0.1, runs=4):
+    sweeps = 1000
+    while True:
+        t = time.perf_counter()
+        with ProcessPoolExecutor(2) as ex:
+            out = list(ex.map(chain, [(100 + i, sweeps, 1000) for i in range(runs)]))
+        wall = time.perf_counter() - t
+        f = np.array([o[1] for o in out])
+        se = f.std(ddof=1) / math.sqrt(runs)
+        if se < target or sweeps >= 64000:
+            return wall, se, sweeps, f.mean()
+        sweeps *= 2
+
+
+def dynesty_time_to_error(target=0.1):
+    import dynesty
+    from scipy import stats
+
+    y = data()
+    b = 1 / SIGMA**2
+    n = X.size
+    ga, nm, gb = stats.gamma(5, scale=1 / 5), stats.norm(1.5, math.sqrt(0.2)), stats.gamma(5, scale=1 / 0.04)
+
+    def loglike(th):
+        th = th.reshape(3, 3)
+        f = np.zeros_like(X)
+        for a, m, bb in th:
+            f += a * np.exp(-bb * (X - m) ** 2 / 2)
+        return -0.5 * b * np.sum((y - f) ** 2) + 0.5 * n * math.log(b / (2 * math.pi))
+
+    def ptform(u):
+        th = np.empty(9)
+        th[0::3], th[1::3], th[2::3] = ga.ppf(u[0::3]), nm.ppf(u[1::3]), gb.ppf(u[2::3])
+        return th.reshape(3, 3)[np.argsort(th[1::3])].ravel()
+
+    nlive = 250
+    while True:
+        t = time.perf_counter()
+        s = dynesty.NestedSampler(loglike, ptform, 9, nlive=nlive, sample="rwalk", rstate=np.random.default_rng(1))
+        s.run_nested(dlogz=0.01, print_progress=False)
+        wall = time.perf_counter() - t
+        err = float(s.results.logzerr[-1])
+        if err < target or nlive >= 4000:
+            return wall, err, nlive, float(s.results.logz[-1])
+        nlive *= 2
+
+
+def main():
+    import numba
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"numba {numba.__version__}, {platform.platform()}")
+    for nproc in (1, 2):
+        pps, sps, total = throughput(nproc)
+        print(f"{nproc} process(es): {pps:.3g} proposals/s per core, {sps:.1f} sweeps/s per chain, "
+              f"{total:.3g} proposals/s in all")
+    wall_r, se_r, sweeps, f = remc_time_to_error()
+    logz_r = fe.log_evidence(f, 1 / SIGMA**2, X.size)
+    print(f"REMC: F(3) SE {se_r:.3f} nats with 4 runs x {sweeps} sweeps (2 processes): {wall_r:.1f} s; "
+          f"log Z = {logz_r:.2f}")
+    wall_d, err_d, nlive, logz_d = dynesty_time_to_error()
+    print(f"dynesty: logzerr {err_d:.3f} with nlive {nlive}: {wall_d:.1f} s; log Z = {logz_d:.2f}")
+    print(f"ratio dynesty / REMC wall time to SE < 0.1 nats: {wall_d / wall_r:.1f}")
+
+
+if __name__ == "__main__":
+    main()
