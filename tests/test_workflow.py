@@ -89,6 +89,13 @@ def test_demo_campaign_runs_and_reruns_as_noop(workdir):
     stack = open_store(res / "scans/stack_01.zarr")
     assert tuple(stack["norm"].metadata.dimension_names) == ("energy", "y", "x")
     assert not list(res.rglob("*.tmp-*"))
+    # posterior products of the XANES scans
+    for sid in ("xanes_01", "xanes_02"):
+        post = open_store(res / "posterior" / f"{sid}.zarr")
+        assert post["p_K"][...].sum() == pytest.approx(1.0)
+        assert summary[sid]["K_selected"] == str(dict(post.attrs)["k_selected"])
+        assert (res / "posterior" / f"{sid}.tsv").is_file() and (res / "posterior" / f"{sid}.png").is_file()
+    assert not list((res / "checkpoints").rglob("*.npz"))
     again = run_snakemake(workdir, "-n", "--profile", LOCAL)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 

@@ -1,0 +1,97 @@
+"""The posterior step on a normalized demo XANES scan: product contents, a killed job resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from xafsflow.io.store import open_store
+from xafsflow.schemas import analysis_defaults
+from xafsflow.steps import ingest, normalize
+
+SMALL = {"k_min": 1, "k_max": 2, "replicas": 10, "runs": 2, "sweeps": 1000, "burn_in": 500, "checkpoint_every": 100}
+
+
+@pytest.fixture(scope="module")
+def scan_store(tmp_path_factory, demo_dir):
+    d = tmp_path_factory.mktemp("post")
+    raw = ingest("xanes_02", "xanes", "columns", [str(demo_dir / "xanes_02.dat")], d / "raw.zarr",
+                 fields={"energy": "energy_eV", "i0": "I0", "itrans": "IT"})
+    params = analysis_defaults("xanes")
+    params["normalize"].update(pre1=-180.0, pre2=-40.0, norm1=60.0, nnorm=1)
+    normalize(raw, d / "scan.zarr", params)
+    return d / "scan.zarr"
+
+
+def _params(**extra):
+    p = analysis_defaults("xanes")
+    p["posterior"].update(SMALL, **extra)
+    return p
+
+
+def _cmd(scan_store, out_dir, params, ck):
+    return [sys.executable, "-m", "xafsflow", "posterior", str(scan_store), "--scan-id", "xanes_02",
+            "--params", json.dumps(params), "--checkpoint-dir", str(ck), "--seed", "5",
+            "--out", str(out_dir / "p.zarr"), "--tsv", str(out_dir / "p.tsv"), "--png", str(out_dir / "p.png")]
+
+
+def test_product_contents(scan_store, tmp_path, demo_dir):
+    out = tmp_path / "a"
+    out.mkdir()
+    p = subprocess.run(_cmd(scan_store, out, _params(), tmp_path / "ck"), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    g = open_store(out / "p.zarr")
+    a = dict(g.attrs)
+    assert g["p_K"][...].sum() == pytest.approx(1.0)
+    assert list(g["K"][...]) == [1, 2]
+    ksel = a["k_selected"]
+    names = g[f"K{ksel}/samples"].attrs["parameters"]
+    assert g[f"K{ksel}/samples"].shape == (2, 100, len(names))
+    assert g[f"K{ksel}/energy_trace"].shape[2] == 10
+    with open(out / "p.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert [r["parameter"] for r in rows] == names
+    for r in rows:
+        assert float(r["q2.5"]) <= float(r["median"]) <= float(r["q97.5"])
+    # the noise estimate against the simulated noise, in normalized units
+    truth = json.loads((demo_dir / "truth.json").read_text())["scans"]["xanes_02"]
+    sigma_norm = truth["sigma"] * truth["edge_step"] / dict(open_store(scan_store).attrs)["edge_step"]
+    lo, hi = a["sigma_interval_95"]
+    assert lo * 0.8 <= sigma_norm <= hi * 1.2
+    assert (out / "p.png").stat().st_size > 5000
+    assert not (tmp_path / "ck").exists()  # checkpoints go once the product is complete
+
+
+def test_killed_job_resumes_to_the_uninterrupted_result(scan_store, tmp_path):
+    params = _params(runs=1, k_max=1, sweeps=3000)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert subprocess.run(_cmd(scan_store, clean, params, tmp_path / "ck0"), capture_output=True).returncode == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    ck = tmp_path / "ck1"
+    proc = subprocess.Popen(_cmd(scan_store, killed, params, ck), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ck.glob("*.npz")):
+        time.sleep(0.05)
+    assert list(ck.glob("*.npz")), "no checkpoint appeared"
+    proc.kill()
+    proc.wait()
+    assert not (killed / "p.zarr").exists()
+    assert subprocess.run(_cmd(scan_store, killed, params, ck), capture_output=True).returncode == 0
+    a, b = open_store(clean / "p.zarr"), open_store(killed / "p.zarr")
+    np.testing.assert_array_equal(a["K1/samples"][...], b["K1/samples"][...])
+    np.testing.assert_array_equal(a["free_energy"][...], b["free_energy"][...])
+
+
+def test_posterior_refuses_non_xanes(tmp_path, demo_dir):
+    raw = ingest("d", "domain_image", "image", [str(demo_dir / "domain_01.png")], tmp_path / "r.zarr")
+    normalize(raw, tmp_path / "s.zarr", {})
+    p = subprocess.run(_cmd(tmp_path / "s.zarr", tmp_path, _params(), tmp_path / "ck"), capture_output=True, text=True)
+    assert p.returncode == 2 and "needs a XANES scan" in p.stderr and "Traceback" not in p.stderr
