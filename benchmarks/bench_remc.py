@@ -49,7 +49,8 @@ def chain(args):
 
 
 def throughput(nproc: int, sweeps=4000, burn=1000):
-    proposals = (sweeps + burn) * (LADDER.size - 1) * 9
+    # per sweep and replica above b_0: 9 single-parameter proposals and 1 joint move
+    proposals = (sweeps + burn) * (LADDER.size - 1) * 10
     with ProcessPoolExecutor(nproc) as ex:
         list(ex.map(chain, [(0, 100, 50)] * nproc))  # compile / warm the numba cache in each process
         t = time.perf_counter()
@@ -94,16 +95,18 @@ def dynesty_time_to_error(target=0.1):
         th[0::3], th[1::3], th[2::3] = ga.ppf(u[0::3]), nm.ppf(u[1::3]), gb.ppf(u[2::3])
         return th.reshape(3, 3)[np.argsort(th[1::3])].ravel()
 
-    nlive = 250
-    while True:
+    # logzerr falls as nlive^-1/2 at a cost proportional to nlive: measure two sizes and
+    # extrapolate the wall time to logzerr = target from the larger one (time * (err/target)^2)
+    out = []
+    for nlive in (500, 1000):
         t = time.perf_counter()
         s = dynesty.NestedSampler(loglike, ptform, 9, nlive=nlive, sample="rwalk", rstate=np.random.default_rng(1))
-        s.run_nested(dlogz=0.01, print_progress=False)
+        s.run_nested(dlogz=0.05, print_progress=False)
         wall = time.perf_counter() - t
-        err = float(s.results.logzerr[-1])
-        if err < target or nlive >= 4000:
-            return wall, err, nlive, float(s.results.logz[-1])
-        nlive *= 2
+        out.append((nlive, wall, float(s.results.logzerr[-1]), float(s.results.logz[-1])))
+        print(f"  dynesty nlive {nlive}: {wall:.1f} s, logZ {out[-1][3]:.3f} +- {out[-1][2]:.3f}", flush=True)
+    nlive, wall, err, logz = out[-1]
+    return wall * (err / target) ** 2 if err > target else wall, err, nlive, logz
 
 
 def main():
@@ -120,7 +123,8 @@ def main():
     print(f"REMC: F(3) SE {se_r:.3f} nats with 4 runs x {sweeps} sweeps (2 processes): {wall_r:.1f} s; "
           f"log Z = {logz_r:.2f}")
     wall_d, err_d, nlive, logz_d = dynesty_time_to_error()
-    print(f"dynesty: logzerr {err_d:.3f} with nlive {nlive}: {wall_d:.1f} s; log Z = {logz_d:.2f}")
+    print(f"dynesty: logzerr {err_d:.3f} with nlive {nlive}; wall time to logzerr 0.1 (extrapolated): "
+          f"{wall_d:.1f} s; log Z = {logz_d:.2f}")
     print(f"ratio dynesty / REMC wall time to SE < 0.1 nats: {wall_d / wall_r:.1f}")
 
 

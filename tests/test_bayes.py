@@ -175,7 +175,7 @@ def test_dynesty_evidence_agrees():
         order = np.argsort(th[1::3])
         return th.reshape(3, 3)[order].ravel()
 
-    sampler = dynesty.NestedSampler(loglike, ptform, 9, nlive=250, sample="rwalk",
+    sampler = dynesty.NestedSampler(loglike, ptform, 9, nlive=500, sample="rwalk",
                                     rstate=np.random.default_rng(3))
     sampler.run_nested(dlogz=0.1, print_progress=False)
     dres = sampler.results
