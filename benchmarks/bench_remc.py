@@ -23,19 +23,17 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from xafsflow.bayes import free_energy as fe  # noqa: E402
+from xafsflow.bayes import nagata  # noqa: E402
 from xafsflow.bayes.models import peaks_model  # noqa: E402
 from xafsflow.bayes.remc import ChainSettings, run_chain  # noqa: E402
 
-A, MU, B = [0.587, 1.522, 1.183], [1.210, 1.455, 1.703], [95.689, 146.837, 164.469]
-X = np.round(np.arange(301) * 0.01, 10)
+X = nagata.X
 SIGMA = 0.1
 LADDER = np.concatenate([[0.0], np.geomspace(1e-2, 1 / SIGMA**2, 31)])
 
 
 def data(seed=2012):
-    rng = np.random.default_rng(seed)
-    f = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in zip(A, MU, B))
-    return f + rng.normal(0, SIGMA, X.size)
+    return nagata.data(seed, SIGMA)[1]
 
 
 def chain(args):
@@ -76,25 +74,8 @@ def remc_time_to_error(target=0.1, runs=4):
 
 def dynesty_time_to_error(target=0.1):
     import dynesty
-    from scipy import stats
 
-    y = data()
-    b = 1 / SIGMA**2
-    n = X.size
-    ga, nm, gb = stats.gamma(5, scale=1 / 5), stats.norm(1.5, math.sqrt(0.2)), stats.gamma(5, scale=1 / 0.04)
-
-    def loglike(th):
-        th = th.reshape(3, 3)
-        f = np.zeros_like(X)
-        for a, m, bb in th:
-            f += a * np.exp(-bb * (X - m) ** 2 / 2)
-        return -0.5 * b * np.sum((y - f) ** 2) + 0.5 * n * math.log(b / (2 * math.pi))
-
-    def ptform(u):
-        th = np.empty(9)
-        th[0::3], th[1::3], th[2::3] = ga.ppf(u[0::3]), nm.ppf(u[1::3]), gb.ppf(u[2::3])
-        return th.reshape(3, 3)[np.argsort(th[1::3])].ravel()
-
+    loglike, ptform = nagata.dynesty_problem(X, data(), SIGMA)
     # logzerr falls as nlive^-1/2 at a cost proportional to nlive: measure two sizes and
     # extrapolate the wall time to logzerr = target from the larger one (time * (err/target)^2)
     out = []

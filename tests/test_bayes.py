@@ -10,24 +10,22 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from xafsflow.bayes import free_energy as fe
+from xafsflow.bayes import nagata
 from xafsflow.bayes.models import peaks_model, xanes_model
 from xafsflow.bayes.posterior import PosteriorSpec, analyse, rhat
 from xafsflow.bayes.priors import ImproperPriorError, prior_from_config
 from xafsflow.bayes.remc import ChainSettings, run_chain
 from xafsflow.errors import InputError
 
-NAGATA = {"a": [0.587, 1.522, 1.183], "mu": [1.210, 1.455, 1.703], "b": [95.689, 146.837, 164.469]}
-X_NAGATA = np.round(np.arange(0, 301) * 0.01, 10)
+X_NAGATA = nagata.X
 
 
 def nagata_data(seed: int, sigma: float = 0.1):
-    rng = np.random.default_rng(seed)
-    f = sum(a * np.exp(-b * (X_NAGATA - m) ** 2 / 2) for a, m, b in zip(NAGATA["a"], NAGATA["mu"], NAGATA["b"]))
-    return X_NAGATA, f + rng.normal(0, sigma, X_NAGATA.size)
+    return nagata.data(seed, sigma)
 
 
 def nagata_truth_vector():
-    return np.array([v for k in range(3) for v in (NAGATA["a"][k], NAGATA["mu"][k], NAGATA["b"][k])])
+    return nagata.truth_vector()
 
 
 # ------------------------------------------------------------------ kernel vs reference
@@ -149,32 +147,11 @@ def test_nagata_free_energy_selects_three_components():
 
 def test_dynesty_evidence_agrees():
     dynesty = pytest.importorskip("dynesty")
-    from scipy import stats
 
     x, y = nagata_data(99)
     sigma = 0.1
     b = 1 / sigma**2
-    n = x.size
-
-    def loglike(theta):
-        th = theta.reshape(3, 3)
-        f = np.zeros_like(x)
-        for a, m, bb in th:
-            f += a * np.exp(-bb * (x - m) ** 2 / 2)
-        return -0.5 * b * np.sum((y - f) ** 2) + 0.5 * n * math.log(b / (2 * math.pi))
-
-    ga, nm, gb = stats.gamma(5, scale=1 / 5), stats.norm(1.5, math.sqrt(0.2)), stats.gamma(5, scale=1 / 0.04)
-
-    def ptform(u):
-        th = np.empty(9)
-        th[0::3] = ga.ppf(u[0::3])
-        th[1::3] = nm.ppf(u[1::3])
-        th[2::3] = gb.ppf(u[2::3])
-        # same ordering convention: components sorted by centre (the ordered prior is the
-        # push-forward of the iid prior under sorting, K! prod p on the ordered region)
-        order = np.argsort(th[1::3])
-        return th.reshape(3, 3)[order].ravel()
-
+    loglike, ptform = nagata.dynesty_problem(x, y, sigma)
     sampler = dynesty.NestedSampler(loglike, ptform, 9, nlive=500, sample="rwalk",
                                     rstate=np.random.default_rng(3))
     sampler.run_nested(dlogz=0.1, print_progress=False)

@@ -14,7 +14,7 @@ from xafsflow.bayes.models import xanes_model
 from xafsflow.bayes.posterior import PosteriorSpec, analyse
 from xafsflow.bayes.remc import ChainSettings
 
-from test_bayes import NAGATA, nagata_data, nagata_truth_vector
+from test_bayes import nagata_data, nagata_truth_vector
 
 SETTINGS = ChainSettings(sweeps=2000, burn_in=1000)
 
