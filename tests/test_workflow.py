@@ -11,9 +11,11 @@ import pytest
 from conftest import REPO, run_snakemake
 from xafsflow.campaign import load_campaign
 from xafsflow.io.store import open_store, read_provenance
+from xafsflow.simulate.demo import DEMO_FILES
 
 pytestmark = pytest.mark.workflow
 LOCAL = str(REPO / "profiles" / "local")
+DEMO_PRODUCED = {f"resources/demo/{n}" for n in DEMO_FILES}
 
 
 def _summary(path):
@@ -36,8 +38,7 @@ def test_dry_run_of_demo_shows_every_rule(workdir):
     out = p.stdout + p.stderr
     for rule in ("simulate_demo", "ingest", "normalize", "summary", "all"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
-    camp = load_campaign(REPO / "config/config.yaml", produced={"resources/demo/" + n for n in __import__(
-        "xafsflow.simulate.demo", fromlist=["x"]).DEMO_FILES})
+    camp = load_campaign(REPO / "config/config.yaml", produced=DEMO_PRODUCED)
     n = len(camp.scans)
     table = {ln.split()[0]: ln.split()[1] for ln in out.splitlines() if len(ln.split()) == 2 and ln.split()[1].isdigit()}
     assert table["ingest"] == str(n) and table["normalize"] == str(n)
@@ -72,8 +73,7 @@ def test_demo_campaign_runs_and_reruns_as_noop(workdir):
     assert set(summary) == set(truth)
     assert {r["status"] for r in summary.values()} == {"ok"}
     assert (res / "report.html").read_text().count("<tr class='ok'>") == len(truth)
-    camp_hash = load_campaign(REPO / "config/config.yaml", produced=None if False else {
-        f"resources/demo/{n}" for n in __import__("xafsflow.simulate.demo", fromlist=["x"]).DEMO_FILES}).config_hash
+    camp_hash = load_campaign(REPO / "config/config.yaml", produced=DEMO_PRODUCED).config_hash
     for sid, t in truth.items():
         store = res / "scans" / f"{sid}.zarr"
         prov = read_provenance(store)

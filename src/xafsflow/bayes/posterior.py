@@ -60,7 +60,7 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
         raise AnalysisInputError(f"energy axis is not strictly increasing at point {i + 1}", source)
     if not 1 <= spec.k_min <= spec.k_max:
         raise AnalysisInputError(f"K range [{spec.k_min}, {spec.k_max}] is empty or starts below 1", source)
-    p_max = spec.build(spec.k_max, x).n_params if (spec.model == "peaks" or spec.e0 is not None) else 7 + 3 * spec.k_max
+    p_max = (0 if spec.model == "peaks" else 7) + 3 * spec.k_max  # background + 3 per component
     if x.size < 3 * p_max:
         raise AnalysisInputError(
             f"{x.size} points cannot support K up to {spec.k_max} ({p_max} parameters; need at least "

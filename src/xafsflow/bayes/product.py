@@ -177,7 +177,7 @@ def plot_posterior(path, res: PosteriorResult, x, y, spec: PosteriorSpec, scan_i
     if model.nb:
         ax.plot(x, bgc, "b--", lw=0.8, label="step + white line")
     for k, c in enumerate(model.components(x, mean_theta)):
-        ax.plot(x, c + (0 if model.nb == 0 else 0), lw=0.8, label=f"component {k + 1}")
+        ax.plot(x, c, lw=0.8, label=f"component {k + 1}")
     ax.set_xlabel("energy (eV)")
     ax.set_title(f"{scan_id}: K = {K}")
     ax.legend(fontsize=7)

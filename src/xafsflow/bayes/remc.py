@@ -367,7 +367,6 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
             lo, hi = window(p[1], p[2])
             st.win[s, k] = lo, hi
             st.comp[s, k, lo:hi] = component(ct, p[0], p[1], p[2], x[lo:hi])
-        st.resid[s] = y - st.bgv[s] - st.comp[s].sum(axis=0) if K else y - st.bgv[s]
         # same summation order as the kernel for the residual
         r = y - st.bgv[s]
         for k in range(K):
@@ -544,7 +543,6 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
         for l in range(L):
             shrink = 1.0 if l <= 1 or bvals[1] <= 0 else math.sqrt(bvals[1] / bvals[l])
             st.step[l, j] = scale * max(shrink, 1e-3)
-    codes, pa, pb, logm = model.kernel_arrays()
     for s in range(L):
         _recompute(s, x, y, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, model.nb, K,
                    model.comp_type, model.bg_type)
