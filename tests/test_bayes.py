@@ -251,3 +251,27 @@ def test_bridge_sampling_on_exact_gaussian_samples():
     e = 0.5 * (theta - c) ** 2
     exact = 0.5 * np.log(prec) + 0.5 * c**2 * bv / prec
     np.testing.assert_allclose(fe.bridge(e, bv, 1), exact, atol=0.02)
+
+
+def test_runs_are_combined_in_evidence_not_in_log_evidence():
+    """Two runs on the exact Gaussian problem of the tests above, one of them left in a
+    poorer mode at high b: averaging Z keeps the combined F within log 2 of the good run
+    (the mean of log Z would land halfway), and identical runs combine to themselves."""
+    assert fe.combine_runs([3.0, 3.0]) == pytest.approx(3.0)
+    assert fe.combine_runs([0.0, -1e3]) == pytest.approx(-math.log(2))
+    c = 1.3
+    bv = np.concatenate([[0.0], np.geomspace(0.01, 50, 30)])
+    rng = np.random.default_rng(2)
+    prec = 1 + bv
+    theta = rng.normal(bv * c / prec, 1 / np.sqrt(prec), size=(5000, bv.size))
+    good = 0.5 * (theta - c) ** 2
+    stuck = good.copy()
+    stuck[:, 20:] = 0.5 * (theta[:, 20:] - c - 1.0) ** 2  # the upper replicas sit 1 unit away from the data
+    f_good, f_stuck = fe.bridge(good, bv, 1), fe.bridge(stuck, bv, 1)
+    assert f_stuck[-1] - f_good[-1] > 10
+    combined = -fe.combine_runs(-np.stack([f_good, f_stuck]))
+    assert 0 <= combined[-1] - f_good[-1] <= math.log(2) + 1e-9
+    one = fe.estimate_noise(good, bv, 1)
+    two = fe.estimate_noise([good, good], bv, 1)
+    assert two["sigma_hat"] == one["sigma_hat"]
+    np.testing.assert_allclose(two["log_evidence"], one["log_evidence"])

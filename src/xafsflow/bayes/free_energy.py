@@ -122,18 +122,35 @@ def log_evidence(free_energy, b, n_points: int):
     return 0.5 * n_points * np.log(np.asarray(b, float) / (2 * math.pi)) - np.asarray(free_energy, float)
 
 
-def estimate_noise(energies: np.ndarray, bvals: np.ndarray, n_points: int, n_grid: int = 400,
+def combine_runs(values, axis: int = 0):
+    """Log of the mean of independent runs' evidence estimates, from their logs.
+
+    Each run's Z (not log Z) is the consistently estimated quantity, so runs are
+    averaged in Z: log Z = logsumexp(log Z_r) - log R. Where runs agree this is
+    their mean; where a run stayed in a poorer local mode (which only ever loses
+    evidence) the better runs dominate. For free energies use
+    ``-combine_runs(-F_runs)``.
+    """
+    v = np.asarray(values, float)
+    return logsumexp(v, axis=axis) - math.log(v.shape[axis])
+
+
+def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400,
                    level: float = 0.95) -> dict:
     """Noise level sigma-hat maximising log Z(b) (Tokuda et al. 2017), with an interval.
 
     log Z(b) is evaluated on a log-spaced grid over the ladder (b_1 .. b_max) by
-    reweighting. The interval is the central ``level`` interval of the
-    posterior of b under a log-uniform (scale-invariant) prior over that range,
-    p(b | D) proportional to Z(b) / b, mapped to sigma = b^(-1/2).
+    reweighting, for each independent run (``energies`` is one (S, L) array or
+    a sequence of them), and the runs are combined with :func:`combine_runs`.
+    The interval is the central ``level`` interval of the posterior of b under
+    a log-uniform (scale-invariant) prior over that range, p(b | D)
+    proportional to Z(b) / b, mapped to sigma = b^(-1/2).
     """
+    runs = [np.asarray(energies, float)] if np.ndim(energies) == 2 else [np.asarray(e, float) for e in energies]
     b_pos = bvals[bvals > 0]
     grid = np.geomspace(b_pos[0], b_pos[-1], n_grid)
-    logz = log_evidence(free_energy_curve(energies, bvals, n_points, grid), grid, n_points)
+    logz_runs = np.array([log_evidence(free_energy_curve(e, bvals, n_points, grid), grid, n_points) for e in runs])
+    logz = combine_runs(logz_runs)
     i = int(np.argmax(logz))
     # posterior over log b (uniform prior in log b): weights Z(b) on the log grid
     w = np.exp(logz - logz.max())
@@ -144,6 +161,7 @@ def estimate_noise(energies: np.ndarray, bvals: np.ndarray, n_points: int, n_gri
     return {
         "b_hat": float(grid[i]), "sigma_hat": float(grid[i] ** -0.5),
         "sigma_interval": (float(hi_b ** -0.5), float(lo_b ** -0.5)),
+        "sigma_hat_runs": grid[np.argmax(logz_runs, axis=1)] ** -0.5,
         "log_evidence_max": float(logz[i]), "grid": grid, "log_evidence": logz, "at_ladder_edge": bool(at_edge),
         # log of int Z(b) p(b) db with p uniform in log b over the grid: the b-marginal evidence
         "log_evidence_marginal": float(logsumexp(logz) + math.log(np.log(grid[-1] / grid[0]) / (grid.size - 1))

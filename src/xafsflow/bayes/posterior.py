@@ -165,12 +165,11 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
         ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
         ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
         boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
-        f = f_runs.mean(axis=0)
+        f = -fe.combine_runs(-f_runs)  # mean of the runs' Z: a run left in a poorer mode only loses evidence
         # error of the mean over runs: bootstrap within runs, and the spread between runs when there are several
         err_boot = np.sqrt((boot**2).sum(axis=0)) / len(runs)
         err_spread = f_runs.std(axis=0, ddof=1) / math.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(f)
         f_err = np.maximum(err_boot, err_spread)
-        pooled = np.concatenate([o["energies"] for o in runs])
         entry = {
             "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
             "exchange_rate": np.mean([o["exchange_rate"] for o in runs], axis=0),
@@ -182,7 +181,7 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
             entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
             entry["log_z_err"] = float(f_err[-1])
         else:
-            noise = fe.estimate_noise(pooled, bvals, n)
+            noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n)
             entry["noise"] = noise
             entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
             entry["log_z"] = noise["log_evidence_marginal"]
@@ -193,6 +192,7 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
         entry["rhat"] = rhat(chains) if len(runs) > 1 else np.full(chains.shape[-1], np.nan)
         entry["F"] = float(f[t])
         entry["F_err"] = float(f_err[t])
+        entry["F_spread"] = float(np.ptp(f_runs[:, t]))  # between independent runs at the selected b
         per_k[K] = entry
     log_z = np.array([per_k[K]["log_z"] for K in ks])
     p_k = fe.model_probabilities(log_z)

@@ -58,6 +58,9 @@ def quality_flags(res: PosteriorResult, q: dict) -> list[str]:
     mex = float(np.min(ent["exchange_rate"]))
     if mex < q["min_exchange"]:
         flags.append(f"low_exchange({mex:.2f})")
+    spread = ent.get("F_spread", 0.0)
+    if spread > q["max_f_spread"]:
+        flags.append(f"runs_disagree(dF={spread:.1f})")
     if res.noise is not None and res.noise["at_ladder_edge"]:
         flags.append("sigma_at_ladder_edge")
     return flags
