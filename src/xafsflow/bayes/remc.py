@@ -74,8 +74,8 @@ def _window(ct, x, p1, p2):
 
 
 @njit(cache=True)
-def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out):
-    """out[lo:hi] = component at x[lo:hi].
+def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out, add):
+    """out[lo:hi] = component at x[lo:hi] (``add``: out[lo:hi] += component).
 
     On a uniform grid (dx > 0) the Gaussian is computed by the recurrence
     g_{i+1} = g_i r_i, r_{i+1} = r_i q (three exponentials per window instead of
@@ -84,8 +84,12 @@ def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out):
     if hi <= lo:
         return
     if dx <= 0.0:
-        for i in range(lo, hi):
-            out[i] = _cval(ct, p0, p1, p2, x[i])
+        if add:
+            for i in range(lo, hi):
+                out[i] += _cval(ct, p0, p1, p2, x[i])
+        else:
+            for i in range(lo, hi):
+                out[i] = _cval(ct, p0, p1, p2, x[i])
         return
     if ct == 0:
         a = 0.5 * p2
@@ -97,10 +101,44 @@ def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out):
     g = amp * math.exp(-a * d0 * d0)
     r = math.exp(-a * (2.0 * d0 * dx + dx * dx))
     q = math.exp(-2.0 * a * dx * dx)
+    if add:
+        for i in range(lo, hi):
+            out[i] += g
+            g *= r
+            r *= q
+    else:
+        for i in range(lo, hi):
+            out[i] = g
+            g *= r
+            r *= q
+
+
+# The sums of squares may be reassociated (vectorized); nothing else in the kernel is.
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dsse(old, new, resid, lo, hi):
+    """Change of the sum of squares when f[lo:hi] goes from ``old`` to ``new`` (resid = y - f)."""
+    acc = 0.0
     for i in range(lo, hi):
-        out[i] = g
-        g *= r
-        r *= q
+        d = old[i] - new[i]
+        acc += d * (2.0 * resid[i] + d)
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _sse(y, f):
+    acc = 0.0
+    for i in range(y.size):
+        r = y[i] - f[i]
+        acc += r * r
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _sumsq(r):
+    acc = 0.0
+    for i in range(r.size):
+        acc += r[i] * r[i]
+    return acc
 
 
 def uniform_step(x: np.ndarray) -> float:
@@ -112,28 +150,51 @@ def uniform_step(x: np.ndarray) -> float:
     return float(dx) if dx > 0 and dev <= 1e-9 * dx else 0.0
 
 
+# The xanes background is kept in three parts per slot (arctan step with its height,
+# unit-area Lorentzian, unit-area Gaussian) so that a move of one background
+# parameter recomputes only the part it changes: the height, white-line area and
+# mixing need no transcendental function at all.
 @njit(cache=True)
-def _bg_fill(bgt, th, x, out):
-    n = x.size
+def _bg_step(th, x, out):
+    h, e0, gam = th[0], th[1], th[2]
+    for i in range(x.size):
+        out[i] = h * (0.5 + math.atan((x[i] - e0) / (0.5 * gam)) / math.pi)
+
+
+@njit(cache=True)
+def _bg_line(th, x, lor, gau):
+    c = th[1] + th[4]
+    hw = 0.5 * th[5]
+    sig = th[5] / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    for i in range(x.size):
+        e = x[i] - c
+        lor[i] = hw / math.pi / (e * e + hw * hw)
+        gau[i] = math.exp(-0.5 * (e / sig) ** 2) / (sig * SQRT2PI)
+
+
+@njit(cache=True)
+def _bg_sum(th, stp, lor, gau, out):
+    area, eta = th[3], th[6]
+    for i in range(out.size):
+        out[i] = stp[i] + area * (eta * lor[i] + (1.0 - eta) * gau[i])
+
+
+@njit(cache=True)
+def _bg_fill(bgt, th, x, parts, out):
+    """out = background at x; ``parts`` (3, N) receives its step, Lorentzian and Gaussian."""
     if bgt == 0:
-        for i in range(n):
+        for i in range(x.size):
             out[i] = 0.0
         return
-    h, e0, gam, area, shift, fwhm, eta = th[0], th[1], th[2], th[3], th[4], th[5], th[6]
-    hw = 0.5 * fwhm
-    sig = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    for i in range(n):
-        st = h * (0.5 + math.atan((x[i] - e0) / (0.5 * gam)) / math.pi)
-        e = x[i] - (e0 + shift)
-        lor = hw / math.pi / (e * e + hw * hw)
-        gau = math.exp(-0.5 * (e / sig) ** 2) / (sig * SQRT2PI)
-        out[i] = st + area * (eta * lor + (1.0 - eta) * gau)
+    _bg_step(th, x, parts[0])
+    _bg_line(th, x, parts[1], parts[2])
+    _bg_sum(th, parts[0], parts[1], parts[2], out)
 
 
 @njit(cache=True)
-def _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt):
+def _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx):
     n = x.size
-    _bg_fill(bgt, theta[s], x, bgv[s])
+    _bg_fill(bgt, theta[s], x, bgp[s], bgv[s])
     for i in range(n):
         resid[s, i] = y[i] - bgv[s, i]
     for k in range(K):
@@ -144,19 +205,15 @@ def _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt):
         lo, hi = _window(ct, x, p1, p2)
         win[s, k, 0] = lo
         win[s, k, 1] = hi
+        _fill_component(ct, p0, p1, p2, x, lo, hi, dx, comp[s, k], False)
         for i in range(lo, hi):
-            c = _cval(ct, p0, p1, p2, x[i])
-            comp[s, k, i] = c
-            resid[s, i] -= c
-    acc = 0.0
-    for i in range(n):
-        acc += resid[s, i] * resid[s, i]
-    sse[s] = acc
+            resid[s, i] -= comp[s, k, i]
+    sse[s] = _sumsq(resid[s])
 
 
 @njit(cache=True)
-def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, win, sse, codes, pa, pb, logm,
-                nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg):
+def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
+                nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg, tbg, dx):
     """One Metropolis move of all free parameters at once: u' = u + jscale * chol @ z in the
     moved coordinates (log theta for positive parameters), with the Jacobian in the ratio."""
     P = theta.shape[1]
@@ -187,33 +244,29 @@ def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, win, sse, codes, pa, pb
         for k in range(1, K):
             if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
                 return
-    _bg_fill(bgt, buf_th, x, buf_bg)
+    _bg_fill(bgt, buf_th, x, tbg, buf_bg)
     for i in range(N):
         buf_f[i] = buf_bg[i]
     for k in range(K):
         base = nb + 3 * k
         lo, hi = _window(ct, x, buf_th[base + 1], buf_th[base + 2])
-        for i in range(lo, hi):
-            buf_f[i] += _cval(ct, buf_th[base], buf_th[base + 1], buf_th[base + 2], x[i])
-    sse_new = 0.0
-    for i in range(N):
-        r = y[i] - buf_f[i]
-        sse_new += r * r
+        _fill_component(ct, buf_th[base], buf_th[base + 1], buf_th[base + 2], x, lo, hi, dx, buf_f, True)
+    sse_new = _sse(y, buf_f)
     lu = math.log(u) if u > 0 else -np.inf
     if lu < -0.5 * bl * (sse_new - sse[s]) + dlp + ljac:
         for j in range(P):
             theta[s, j] = buf_th[j]
-        _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+        _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
         jacc[l] += 1
 
 
 @njit(cache=True)
-def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
+def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step,
               codes, pa, pb, logm, nb, K, ct, bgt, ordered,
               normals, uniforms, ex_u, prior_draws, sweep0,
               acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
               energies_out, thin, samples_out, refresh, buf_new, buf_bg,
-              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, dx):
+              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx):
     """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded."""
     nsw = normals.shape[0]
     L = bvals.size
@@ -226,7 +279,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
         s0 = slot_of[0]
         for j in range(P):
             theta[s0, j] = prior_draws[t, j]
-        _recompute(s0, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+        _recompute(s0, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
         for l in range(1, L):
             s = slot_of[l]
             bl = bvals[l]
@@ -248,18 +301,32 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
                 dlp += ljac
                 lu = math.log(uniforms[t, l, j]) if uniforms[t, l, j] > 0 else -np.inf
                 if j < nb:
+                    # xanes background: j = 0 height, 1 E0, 2 Gamma, 3 area, 4 shift, 5 fwhm, 6 eta
+                    new_step = j <= 2
+                    new_line = j == 1 or j == 4 or j == 5
                     theta[s, j] = new
-                    _bg_fill(bgt, theta[s], x, buf_bg)
+                    if j == 0:
+                        ratio = new / old
+                        for i in range(N):
+                            tbg[0, i] = bgp[s, 0, i] * ratio
+                    elif new_step:
+                        _bg_step(theta[s], x, tbg[0])
+                    if new_line:
+                        _bg_line(theta[s], x, tbg[1], tbg[2])
+                    _bg_sum(theta[s], tbg[0] if new_step else bgp[s, 0],
+                            tbg[1] if new_line else bgp[s, 1], tbg[2] if new_line else bgp[s, 2], buf_bg)
                     theta[s, j] = old
-                    dsse = 0.0
-                    for i in range(N):
-                        d = bgv[s, i] - buf_bg[i]
-                        dsse += d * (2.0 * resid[s, i] + d)
+                    dsse = _dsse(bgv[s], buf_bg, resid[s], 0, N)
                     if lu < -0.5 * bl * dsse + dlp:
                         theta[s, j] = new
                         for i in range(N):
                             resid[s, i] += bgv[s, i] - buf_bg[i]
                             bgv[s, i] = buf_bg[i]
+                        if new_step:
+                            bgp[s, 0, :] = tbg[0]
+                        if new_line:
+                            bgp[s, 1, :] = tbg[1]
+                            bgp[s, 2, :] = tbg[2]
                         sse[s] += dsse
                         acc[l, j] += 1
                 else:
@@ -289,11 +356,8 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
                         buf_new[i] = 0.0
                     for i in range(hi_n, hi):
                         buf_new[i] = 0.0
-                    _fill_component(ct, p0, p1, p2, x, lo_n, hi_n, dx, buf_new)
-                    dsse = 0.0
-                    for i in range(lo, hi):
-                        d = comp[s, k, i] - buf_new[i]
-                        dsse += d * (2.0 * resid[s, i] + d)
+                    _fill_component(ct, p0, p1, p2, x, lo_n, hi_n, dx, buf_new, False)
+                    dsse = _dsse(comp[s, k], buf_new, resid[s], lo, hi)
                     if lu < -0.5 * bl * dsse + dlp:
                         theta[s, j] = new
                         for i in range(lo, hi):
@@ -304,9 +368,9 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
                         sse[s] += dsse
                         acc[l, j] += 1
             if jscale[l] > 0:
-                _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, win, sse, codes, pa, pb, logm,
+                _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
                             nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, jnorm[t, l], ju[t, l],
-                            buf_th, buf_f, buf_bg)
+                            buf_th, buf_f, buf_bg, tbg, dx)
         # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
         for l in range(sweep % 2, L - 1, 2):
             sa = slot_of[l]
@@ -328,7 +392,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, win, sse, slot_of, step,
             slot_dir[stop] = 2
         if refresh > 0 and (sweep + 1) % refresh == 0:
             for s in range(L):
-                _recompute(s, x, y, theta, resid, comp, bgv, win, sse, nb, K, ct, bgt)
+                _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
         for l in range(L):
             energies_out[t, l] = sse[slot_of[l]] / (2.0 * N)
         if thin > 0 and (sweep + 1) % thin == 0:
@@ -494,6 +558,7 @@ class ChainState:
     resid: np.ndarray  # (L, N)
     comp: np.ndarray  # (L, K, N)
     bgv: np.ndarray  # (L, N)
+    bgp: np.ndarray  # (L, 3, N) background parts (step, Lorentzian, Gaussian); (L, 3, 0) without background
     win: np.ndarray  # (L, K, 2) int64
     sse: np.ndarray  # (L,)
     slot_of: np.ndarray  # (L,) int64: slot holding temperature l
@@ -510,7 +575,7 @@ class ChainState:
     jtried: np.ndarray  # (L,)
     burn: np.ndarray  # (n, L, P) recent burn-in draws for the joint-move covariance
 
-    ARRAYS = ("theta", "resid", "comp", "bgv", "win", "sse", "slot_of", "step", "acc", "tried",
+    ARRAYS = ("theta", "resid", "comp", "bgv", "bgp", "win", "sse", "slot_of", "step", "acc", "tried",
               "ex_acc", "ex_tried", "slot_dir", "round_trips", "chol", "jscale", "jacc", "jtried", "burn")
 
     def copy(self) -> "ChainState":
@@ -523,6 +588,7 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
     theta = model.sample_prior(rng, L)
     st = ChainState(
         theta=theta, resid=np.zeros((L, N)), comp=np.zeros((L, K, N)), bgv=np.zeros((L, N)),
+        bgp=np.zeros((L, 3, N if model.bg_type else 0)),
         win=np.zeros((L, K, 2), np.int64), sse=np.zeros(L), slot_of=np.arange(L, dtype=np.int64),
         step=np.zeros((L, P)), acc=np.zeros((L, P), np.int64), tried=np.zeros((L, P), np.int64),
         ex_acc=np.zeros(max(L - 1, 1), np.int64), ex_tried=np.zeros(max(L - 1, 1), np.int64),
@@ -543,9 +609,10 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
         for l in range(L):
             shrink = 1.0 if l <= 1 or bvals[1] <= 0 else math.sqrt(bvals[1] / bvals[l])
             st.step[l, j] = scale * max(shrink, 1e-3)
+    dx = uniform_step(np.ascontiguousarray(x, dtype=np.float64))
     for s in range(L):
-        _recompute(s, x, y, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, model.nb, K,
-                   model.comp_type, model.bg_type)
+        _recompute(s, x, y, st.theta, st.resid, st.comp, st.bgv, st.bgp, st.win, st.sse, model.nb, K,
+                   model.comp_type, model.bg_type, dx)
     return st
 
 
@@ -622,6 +689,7 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
     buf_bg = np.zeros(N)
     buf_th = np.zeros(P)
     buf_f = np.zeros(N)
+    tbg = np.zeros((3, N))
     dx = uniform_step(x)
     nblk = settings.block
     while sweep < total:
@@ -631,12 +699,13 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         e_out = np.empty((nblk, L))
         s_out = np.empty((nblk // thin, L, P))
         if use_kernel:
-            ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.win, st.sse, st.slot_of, st.step,
+            ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.bgp, st.win, st.sse, st.slot_of,
+                           st.step,
                            codes, pa, pb, logm, model.nb, model.K, model.comp_type, model.bg_type, model.ordered,
                            normals, uniforms, ex_u, prior, sweep,
                            st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
                            e_out, thin, s_out, settings.refresh, buf_new, buf_bg,
-                           st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, buf_th, buf_f, dx)
+                           st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, buf_th, buf_f, tbg, dx)
             s_out = s_out[:ns]
         else:
             e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
