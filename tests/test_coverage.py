@@ -42,7 +42,8 @@ def xanes_dataset(seed: int, sigma: float = 0.005):
 
 
 def study(kind: str, seed: int):
-    """(truth vector, samples of the true-K model, selected K, true K, sigma-hat, true sigma)."""
+    """(truth vector, samples of the true-K model, selected K, true K, sigma-hat, true sigma,
+    sd of the noise actually drawn)."""
     if kind == "nagata":
         x, y = nagata_data(1000 + seed)
         spec = PosteriorSpec(model="peaks", k_min=1, k_max=4, replicas=32, runs=2, settings=SETTINGS)
@@ -53,7 +54,8 @@ def study(kind: str, seed: int):
         k_true, sigma = 2, 0.005
     res = analyse(x, y, spec, seed, f"{kind}-{seed}")
     samples = res.per_k[k_true]["samples"].reshape(-1, truth.size)
-    return truth, samples, res.k_selected, k_true, res.noise["sigma_hat"], sigma
+    drawn = float(np.std(y - spec.build(k_true, x).evaluate(x, truth)))
+    return truth, samples, res.k_selected, k_true, res.noise["sigma_hat"], sigma, drawn
 
 
 def covered(truth, samples, alpha):
@@ -63,7 +65,7 @@ def covered(truth, samples, alpha):
 
 @pytest.mark.parametrize("kind,seed", [("nagata", 1), ("xanes", 1)])
 def test_coverage_fast(kind, seed):
-    truth, samples, k_sel, k_true, sig_hat, sig = study(kind, seed)
+    truth, samples, k_sel, k_true, sig_hat, sig, _ = study(kind, seed)
     alpha = 0.05 / truth.size  # Bonferroni: every parameter's interval at once
     cov = covered(truth, samples, alpha)
     assert cov.all(), f"not covered: {np.flatnonzero(~cov)}"
@@ -75,16 +77,20 @@ def test_coverage_fast(kind, seed):
 @pytest.mark.parametrize("kind", ["nagata", "xanes"])
 def test_coverage_study(kind):
     n = 20
-    hits, total, k_ok, sig_ok = 0, 0, 0, 0
+    hits, total, k_ok, sig_ok, vs_drawn = 0, 0, 0, 0, []
     for seed in range(100, 100 + n):
-        truth, samples, k_sel, k_true, sig_hat, sig = study(kind, seed)
+        truth, samples, k_sel, k_true, sig_hat, sig, drawn = study(kind, seed)
         c = covered(truth, samples, 0.05)
         hits += int(c.sum())
         total += c.size
         k_ok += k_sel == k_true
         sig_ok += abs(sig_hat / sig - 1) < 0.10
+        vs_drawn.append(sig_hat / drawn)
+        print(f"  {kind} {seed}: K {k_sel}, sigma-hat / sigma {sig_hat / sig:.3f}, drawn noise sd / sigma "
+              f"{drawn / sig:.3f}, covered {int(c.sum())}/{c.size}", flush=True)
     rate = hits / total
-    print(f"{kind}: coverage {rate:.3f} over {total} pairs, K right {k_ok}/{n}, sigma within 10% {sig_ok}/{n}")
+    print(f"{kind}: coverage {rate:.3f} over {total} pairs, K right {k_ok}/{n}, sigma within 10% {sig_ok}/{n}, "
+          f"sigma-hat / drawn noise sd {np.mean(vs_drawn):.3f} (range {min(vs_drawn):.3f}-{max(vs_drawn):.3f})")
     assert 0.88 <= rate <= 0.99
     assert k_ok >= 0.8 * n
     assert sig_ok >= 0.9 * n

@@ -11,8 +11,13 @@ The model is updated incrementally: moving one Gaussian recomputes it only
 where it or its previous position is not negligible (|x - centre| < Z_CUT sd,
 Z_CUT = sqrt(2 ln 1e12) = 7.43: beyond that the Gaussian is below 1e-12 of its
 peak and taken as zero); the residual and the sum of squares are updated by
-the difference. Every ``refresh`` sweeps everything is recomputed from scratch
-so rounding cannot drift.
+the difference. On a uniform energy grid a Gaussian is filled by a
+three-exponential recurrence instead of one exponential per point. The xanes
+background is cached in parts (step, Lorentzian, Gaussian) so a move of one
+background parameter recomputes only the part that parameter enters. Sums of
+squares may be vectorized (reassociated); everything else keeps IEEE order.
+Every ``refresh`` sweeps everything is recomputed from scratch so rounding
+cannot drift.
 
 All random numbers come from one ``numpy.random.Generator`` (drawn in blocks of
 sweeps in Python and passed to the kernel), so a chain is reproducible from its
