@@ -28,8 +28,8 @@ def data(seed: int, sigma: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     return X, f + rng.normal(0, sigma, X.size)
 
 
-def dynesty_problem(x: np.ndarray, y: np.ndarray, sigma: float):
-    """(loglike, prior_transform) of the K = 3 ``peaks`` model with the benchmark's priors.
+def dynesty_problem(x: np.ndarray, y: np.ndarray, sigma: float, K: int = 3):
+    """(loglike, prior_transform) of the K-component ``peaks`` model with the benchmark's priors.
 
     The likelihood is normalized like ours, (b/2pi)^(N/2) exp(-b SSE/2); the prior
     transform sorts the components by centre, which pushes the iid prior forward
@@ -43,15 +43,15 @@ def dynesty_problem(x: np.ndarray, y: np.ndarray, sigma: float):
     const = 0.5 * n * math.log(b / (2 * math.pi))
 
     def loglike(theta):
-        th = theta.reshape(3, 3)
+        th = theta.reshape(K, 3)
         f = np.zeros_like(x)
         for a, m, bb in th:
             f += a * np.exp(-bb * (x - m) ** 2 / 2)
         return -0.5 * b * np.sum((y - f) ** 2) + const
 
     def prior_transform(u):
-        th = np.empty(9)
+        th = np.empty(3 * K)
         th[0::3], th[1::3], th[2::3] = ga.ppf(u[0::3]), nm.ppf(u[1::3]), gb.ppf(u[2::3])
-        return th.reshape(3, 3)[np.argsort(th[1::3])].ravel()
+        return th.reshape(K, 3)[np.argsort(th[1::3])].ravel()
 
     return loglike, prior_transform
