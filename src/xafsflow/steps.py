@@ -187,9 +187,8 @@ def _ingest_stack(scan_id, fmt, path, out, fields, energies_file, chunk_pixels, 
     closer = None
     if fmt == "tiff_stack":
         energies = stacks.read_energies(energies_file)
-        shape = stacks.tiff_shape(path)
-        chunks = stacks.stack_chunks((energies.size, *shape[1:]), chunk_pixels)
-        data, meta, closer = stacks.open_tiff_stack(path, energies, chunks, scratch_dir())
+        data, meta, closer = stacks.open_tiff_stack(path, energies, chunk_pixels, scratch_dir())
+        chunks = data.chunksize
     else:
         data, energies, meta, closer = stacks.open_hdf5_stack(path, fields["dataset"], fields.get("energy"),
                                                               chunk_pixels)

@@ -44,19 +44,9 @@ def stack_chunks(shape: tuple[int, int, int], chunk_pixels: int) -> tuple[int, i
     return (ne, rows, nx)
 
 
-def tiff_shape(path: str | Path) -> tuple[int, ...]:
-    """Shape of a TIFF's first series, without reading pixels."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(str(path)) as tif:
-            return tuple(tif.series[0].shape)
-    except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
-        raise FileFormatError(f"not a readable TIFF stack ({exc})", path) from None
-
-
-def open_tiff_stack(path: str | Path, energies: np.ndarray, chunks: tuple[int, int, int], scratch: str | Path):
-    """A lazy (energy, y, x) Dask array over a multi-page TIFF, chunked as ``chunks``.
+def open_tiff_stack(path: str | Path, energies: np.ndarray, chunk_pixels: int, scratch: str | Path):
+    """A lazy (energy, y, x) Dask array over a multi-page TIFF, in energy-complete chunks of
+    about ``chunk_pixels`` pixels (see :func:`stack_chunks`).
 
     A TIFF is stored frame by frame, but every output chunk needs the whole
     energy axis. The TIFF is therefore first copied frame by frame into a
@@ -87,6 +77,7 @@ def open_tiff_stack(path: str | Path, energies: np.ndarray, chunks: tuple[int, i
             f"stack has {shape[0]} frames but the energies file gives {energies.size} energies", path
         )
     meta = {"tiff_shape": list(shape), "tiff_dtype": str(dtype)}
+    chunks = stack_chunks(shape, chunk_pixels)
     import zarr
 
     frames = Path(scratch) / f"{path.name}.frames-{os.getpid()}.zarr"
