@@ -95,3 +95,28 @@ def test_posterior_refuses_non_xanes(tmp_path, demo_dir):
     normalize(raw, tmp_path / "s.zarr", {})
     p = subprocess.run(_cmd(tmp_path / "s.zarr", tmp_path, _params(), tmp_path / "ck"), capture_output=True, text=True)
     assert p.returncode == 2 and "needs a XANES scan" in p.stderr and "Traceback" not in p.stderr
+
+
+def _result(p_sel=0.9, rhat=1.01, exchange=0.3, spread=0.5, at_edge=False):
+    from xafsflow.bayes.posterior import PosteriorResult
+
+    entry = {"rhat": np.array([1.0, rhat]), "exchange_rate": np.array([0.5, exchange]), "F_spread": spread}
+    other = {"rhat": np.array([1.0]), "exchange_rate": np.array([0.5]), "F_spread": 0.0}
+    return PosteriorResult(ks=[1, 2], bvals=np.array([0.0, 1.0]), n_points=100, per_k={1: other, 2: entry},
+                           p_k=np.array([1 - p_sel, p_sel]), k_selected=2, sigma_fixed=None,
+                           noise={"at_ladder_edge": at_edge})
+
+
+@pytest.mark.parametrize("case,flag", [
+    ({}, None),
+    ({"p_sel": 0.4}, "uncertain_K(P=0.40)"),
+    ({"rhat": 1.3}, "high_rhat(1.30)"),
+    ({"exchange": 0.05}, "low_exchange(0.05)"),
+    ({"spread": 6.0}, "runs_disagree(dF=6.0)"),
+    ({"at_edge": True}, "sigma_at_ladder_edge"),
+])
+def test_quality_flags_follow_the_configured_bounds(case, flag):
+    from xafsflow.bayes.product import quality_flags
+
+    q = analysis_defaults("xanes")["posterior"]["quality"]
+    assert quality_flags(_result(**case), q) == ([] if flag is None else [flag])
