@@ -89,13 +89,10 @@ def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out, add):
     """
     if hi <= lo:
         return
+    keep = 1.0 if add else 0.0  # out is always finite, so 0 * out[i] is exactly 0
     if dx <= 0.0:
-        if add:
-            for i in range(lo, hi):
-                out[i] += _cval(ct, p0, p1, p2, x[i])
-        else:
-            for i in range(lo, hi):
-                out[i] = _cval(ct, p0, p1, p2, x[i])
+        for i in range(lo, hi):
+            out[i] = keep * out[i] + _cval(ct, p0, p1, p2, x[i])
         return
     if ct == 0:
         a = 0.5 * p2
@@ -114,28 +111,16 @@ def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out, add):
     r1 = r0 * q * q
     q4 = q * q * q * q
     i = lo
-    if add:
-        while i + 1 < hi:
-            out[i] += g0
-            out[i + 1] += g1
-            g0 *= r0
-            g1 *= r1
-            r0 *= q4
-            r1 *= q4
-            i += 2
-        if i < hi:
-            out[i] += g0
-    else:
-        while i + 1 < hi:
-            out[i] = g0
-            out[i + 1] = g1
-            g0 *= r0
-            g1 *= r1
-            r0 *= q4
-            r1 *= q4
-            i += 2
-        if i < hi:
-            out[i] = g0
+    while i + 1 < hi:
+        out[i] = keep * out[i] + g0
+        out[i + 1] = keep * out[i + 1] + g1
+        g0 *= r0
+        g1 *= r1
+        r0 *= q4
+        r1 *= q4
+        i += 2
+    if i < hi:
+        out[i] = keep * out[i] + g0
 
 
 # The sums of squares may be reassociated (vectorized); nothing else in the kernel is.
