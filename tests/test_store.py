@@ -70,6 +70,91 @@ def test_killed_job_never_leaves_a_finished_looking_store(tmp_path):
     assert [p.name.startswith("killed.zarr.tmp-") for p in tmp_path.iterdir()] == [True]
 
 
+def _dead_pid() -> int:
+    """The pid of a child that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_atomic_store_removes_temporaries_of_killed_writers(tmp_path):
+    out = tmp_path / "killed.zarr"
+    code = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from xafsflow.io import store as st
+        with st.atomic_store({str(out)!r}) as g:
+            st.put_array(g, "x", np.ones(1000), ("i",))
+            print("written", flush=True)
+            time.sleep(120)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        assert writer.stdout.readline().strip() == "written"
+        writer.send_signal(signal.SIGKILL)
+        assert writer.wait(timeout=30) == -signal.SIGKILL
+        stale = tmp_path / f"killed.zarr.tmp-{writer.pid}"
+        assert (stale / "x" / "zarr.json").is_file()
+        # a writer that is still alive keeps its temporary store
+        live = tmp_path / f"killed.zarr.tmp-{sleeper.pid}"
+        live.mkdir()
+        (live / "zarr.json").write_text("{}")
+
+        with st.atomic_store(out) as g:
+            st.put_array(g, "x", np.zeros(3), ("i",))
+
+        np.testing.assert_array_equal(st.open_store(out)["x"][...], np.zeros(3))
+        assert not stale.exists()
+        assert sorted(p.name for p in tmp_path.glob("*.tmp-*")) == [live.name]
+        assert (live / "zarr.json").is_file()
+    finally:
+        for proc in (writer, sleeper):
+            proc.kill()
+            proc.wait()
+        writer.stdout.close()
+
+
+def test_remove_stale_temporaries_only_dead_pids_and_keeps_the_last_complete_copy(tmp_path):
+    out = tmp_path / "s.zarr"
+    dead = _dead_pid()
+    names = [f"s.zarr.tmp-{dead}", f"s.zarr.old-{dead}", f"s.zarr.tmp-{os.getpid()}",
+             "s.zarr.tmp-notapid", f"other.zarr.tmp-{dead}"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"s.zarr.tmp-{dead}" / "zarr.json").write_text("{}")
+    # without s.zarr, the .old store is the only complete copy left: kept
+    assert st.remove_stale_temporaries(out) == [tmp_path / f"s.zarr.tmp-{dead}"]
+    assert (tmp_path / f"s.zarr.old-{dead}").is_dir()
+    out.mkdir()
+    assert st.remove_stale_temporaries(out) == [tmp_path / f"s.zarr.old-{dead}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"s.zarr.tmp-{os.getpid()}", "s.zarr.tmp-notapid", f"other.zarr.tmp-{dead}", "s.zarr"])
+    assert st.remove_stale_temporaries(tmp_path / "missing" / "x.zarr") == []
+
+
+def test_check_writable_creates_parents(tmp_path):
+    outs = [tmp_path / "a" / "b" / "x.zarr", tmp_path / "t" / "summary.tsv", tmp_path / "f.png"]
+    st.check_writable(*outs)
+    for p in outs:
+        assert p.parent.is_dir() and not p.exists()
+    assert not list(tmp_path.rglob("*probe*"))  # the probe files are gone
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_check_writable_refuses_a_file_as_folder(tmp_path, below):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder\n")
+    out = blocker / below / "x.zarr" if below else blocker / "x.zarr"
+    with pytest.raises(InputError) as err:
+        st.check_writable(tmp_path / "fine.tsv", out)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{out}: cannot write the output here: {blocker} is a file, not a folder;")
+    assert msg.endswith("choose another --out or fix the folder's permissions")
+    assert err.value.path == str(out)
+    assert blocker.read_text() == "not a folder\n"
+
+
 def test_provenance_records_inputs_and_parameters(tmp_path):
     raw = tmp_path / "raw.txt"
     raw.write_bytes(b"some bytes\n")

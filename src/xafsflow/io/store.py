@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,17 +79,111 @@ def tmp_path(path: str | Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process on this machine (a process we may not signal counts)."""
+    if pid <= 0:  # os.kill(0, ...) would address our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:  # a pid too large for the platform cannot be running
+        return False
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove ``<name>.tmp-<pid>`` / ``<name>.old-<pid>`` siblings of ``path`` left by dead writers.
+
+    A writer killed (e.g. SIGKILL, out of memory) inside :func:`atomic_store`
+    leaves its temporary store behind. Those whose ``pid`` is not a live
+    process on this machine are removed; those of live processes are left
+    alone, since the writer may still be running. A ``.old-<pid>`` is removed
+    only while ``path`` itself exists: without it, the old store is the only
+    complete copy left (the writer died between its two renames).
+
+    Returns the paths removed.
+    """
+    path = Path(path)
+    parent = path.parent
+    pattern = re.compile(re.escape(path.name) + r"\.(tmp|old)-(\d+)")
+    removed = []
+    try:
+        siblings = sorted(parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for sib in siblings:
+        m = pattern.fullmatch(sib.name)
+        if m is None or _pid_alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old" and not path.exists():
+            continue
+        if sib.is_dir() and not sib.is_symlink():
+            shutil.rmtree(sib, ignore_errors=True)
+        else:
+            sib.unlink(missing_ok=True)
+        if not sib.exists() and not sib.is_symlink():
+            removed.append(sib)
+    return removed
+
+
+def _unwritable_reason(parent: Path, exc: OSError) -> str:
+    """A short reason why ``parent`` could not be created or written."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for p in (parent, *parent.parents):
+            if p.exists() and not p.is_dir():
+                return f"{p} is a file, not a folder"
+    what = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else parent
+    return f"{what}: {where}"
+
+
+def check_writable(*paths: str | Path) -> None:
+    """Make sure every output (store folder, TSV, PNG) can be written, before any work is done.
+
+    For each path, its parent folder is created if missing and a probe file is
+    created in it and deleted again. Real operations are tried rather than
+    ``os.access``, which says yes to root even on a read-only filesystem.
+
+    Raises
+    ------
+    xafsflow.errors.InputError
+        Naming the first path that cannot be written, and why.
+    """
+    from xafsflow.errors import InputError
+
+    for path in paths:
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".xafsflow-write-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = " ".join(_unwritable_reason(parent, exc).split())  # one line
+            raise InputError(
+                f"cannot write the output here: {reason}; "
+                "choose another --out or fix the folder's permissions",
+                path,
+            ) from exc
+
+
 @contextmanager
 def atomic_store(path: str | Path):
     """Open a new Zarr v3 group at a temporary path; rename to ``path`` on success.
 
     On an exception the temporary store is removed and ``path`` is left untouched.
     An existing store at ``path`` is replaced only once the new one is complete.
+    Temporaries of earlier writers that died (see :func:`remove_stale_temporaries`)
+    are removed first.
     """
     import zarr
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = tmp_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)
