@@ -10,6 +10,7 @@ threads and memory.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 
@@ -19,8 +20,12 @@ def scratch_dir() -> str:
     return os.environ.get("XAFSFLOW_SCRATCH") or os.environ.get("TMPDIR") or tempfile.gettempdir()
 
 
+def _announce_dashboard(c) -> None:
+    print(f"xafsflow: Dask dashboard at {c.dashboard_link}", file=sys.stderr, flush=True)
+
+
 @contextmanager
-def client(threads: int = 1, mem_mb: int = 2000):
+def client(threads: int = 1, mem_mb: int = 2000, dashboard: bool = False):
     """A Dask ``distributed.Client`` for one step, closed (with its cluster) on exit.
 
     Parameters
@@ -32,21 +37,22 @@ def client(threads: int = 1, mem_mb: int = 2000):
         Memory the rule was given (MB), split evenly over the workers and set
         as their explicit memory limit, so Dask spills rather than the job
         being killed by the scheduler.
+    dashboard : bool
+        Serve the Dask dashboard on 127.0.0.1 at a free port and print its
+        link to stderr. Off by default: no dashboard pages are served. (The
+        scheduler always runs a small HTTP server for health and metrics; it
+        is bound to 127.0.0.1 at a free port too, never to the shared 8787,
+        so many steps on one node do not collide.)
     """
     from distributed import Client, LocalCluster
 
     scheduler_file = os.environ.get("XAFSFLOW_SCHEDULER_FILE")
     address = os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if scheduler_file:
-        c = Client(scheduler_file=scheduler_file)
+    if scheduler_file or address:
+        c = Client(scheduler_file=scheduler_file) if scheduler_file else Client(address)
         try:
-            yield c
-        finally:
-            c.close()
-        return
-    if address:
-        c = Client(address)
-        try:
+            if dashboard:  # the remote scheduler's own dashboard, if it has one
+                _announce_dashboard(c)
             yield c
         finally:
             c.close()
@@ -59,11 +65,21 @@ def client(threads: int = 1, mem_mb: int = 2000):
         processes=True,
         memory_limit=f"{per_worker}MB",
         local_directory=scratch_dir(),
-        dashboard_address=None,
+        # dashboard_address=None would still make the scheduler's HTTP server
+        # try port 8787 first; an explicit address with port 0 takes a free port.
+        dashboard_address="127.0.0.1:0",
+        worker_dashboard_address=None,
+        scheduler_kwargs={"dashboard": bool(dashboard)},
         silence_logs=40,
     )
-    c = Client(cluster)
     try:
+        c = Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    try:
+        if dashboard:
+            _announce_dashboard(c)
         yield c
     finally:
         c.close()
