@@ -40,6 +40,7 @@ __all__ = [
     "EdgeNormalization",
     "MIN_WINDOW_POINTS",
     "find_e0",
+    "edge_step_stability",
     "normalize_edge",
     "normalize_stack",
 ]
@@ -49,6 +50,10 @@ MIN_WINDOW_POINTS = 5
 
 #: :func:`find_e0` ignores this many measured points at each end of the grid.
 _N_END_SKIP = 3
+
+#: :func:`normalize_edge` refuses an edge step not above this fraction of
+#: ``max |mu|`` (a step that small is rounding error, e.g. of a flat spectrum).
+_STEP_ROUNDING_FLOOR = 1e-10
 
 #: Upper bound on the number of points of the uniform grid used by
 #: :func:`find_e0` (bounds memory for very finely sampled data).
@@ -204,7 +209,7 @@ def find_e0(energy, mu, smooth_ev: float = 0.5) -> np.ndarray | float:
         Photon energy in eV, finite and strictly increasing.
     mu : array_like, shape (E,) or (E, n)
         Absorption coefficient (any units); several spectra as columns.
-    smooth_ev : float, default 1.0
+    smooth_ev : float, default 0.5
         Standard deviation, in eV, of the Gaussian smoothing applied before
         differentiating. ``0`` disables smoothing.
 
@@ -257,6 +262,57 @@ def find_e0(energy, mu, smooth_ev: float = 0.5) -> np.ndarray | float:
 # ---------------------------------------------------------------------------
 
 
+def _window_moments(
+    energy: np.ndarray, mu2: np.ndarray, weights: np.ndarray, max_degree: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted power moments of each column's window, for fits up to ``max_degree``.
+
+    Parameters
+    ----------
+    energy : (E,) eV
+    mu2 : (E, n)
+    weights : (E, n) 0/1 window masks (each with at least two distinct energies).
+    max_degree : highest polynomial degree to be fitted from these moments.
+
+    Returns
+    -------
+    x : (E, n) scaled variable ``(E - centre) / scale`` (in [-1, 1] inside the window).
+    centre, scale : (n,) eV; the window's mean energy and largest ``|E - centre|``.
+    moments : (2 * max_degree + 1, n) ``sum w x^k``.
+    rhs : (max_degree + 1, n) ``sum w x^k mu``.
+
+    The normal equations of a degree-``d`` fit (``d <= max_degree``) are the
+    Hankel matrix of ``moments[:2d+1]`` and ``rhs[:d+1]`` (see
+    :func:`_solve_degree`), so one pass over the data serves every degree and
+    memory stays O(E * n) whatever the degree.
+    """
+    wsum = weights.sum(axis=0)
+    centre = (weights * energy[:, None]).sum(axis=0) / wsum
+    dist = np.abs(energy[:, None] - centre[None, :])
+    # > 0: every window holds at least MIN_WINDOW_POINTS distinct energies
+    scale = np.max(np.where(weights > 0, dist, 0.0), axis=0)
+    x = (energy[:, None] - centre[None, :]) / scale[None, :]
+
+    n_p = max_degree + 1
+    moments = np.empty((2 * max_degree + 1, x.shape[1]))
+    rhs = np.empty((n_p, x.shape[1]))
+    wx = weights.copy()  # w * x^k
+    for k in range(2 * max_degree + 1):  # loop over powers, not spectra
+        moments[k] = wx.sum(axis=0)
+        if k < n_p:
+            rhs[k] = np.einsum("en,en->n", wx, mu2)
+        wx *= x
+    return x, centre, scale, moments, rhs
+
+
+def _solve_degree(moments: np.ndarray, rhs: np.ndarray, degree: int) -> np.ndarray:
+    """Least-squares coefficients (n, degree+1), increasing powers of the scaled variable."""
+    n_p = degree + 1
+    hankel = np.add.outer(np.arange(n_p), np.arange(n_p))  # (p, q) -> p + q
+    normal = np.moveaxis(moments[hankel], -1, 0)  # (n, p, q)
+    return np.linalg.solve(normal, rhs[:n_p].T[:, :, None])[:, :, 0]  # (n, p)
+
+
 def _window_fit(
     energy: np.ndarray, mu2: np.ndarray, weights: np.ndarray, degree: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -276,29 +332,8 @@ def _window_fit(
     centre, scale : (n,) eV.
     values : (E, n) the fitted polynomial evaluated on the whole grid.
     """
-    wsum = weights.sum(axis=0)
-    centre = (weights * energy[:, None]).sum(axis=0) / wsum
-    dist = np.abs(energy[:, None] - centre[None, :])
-    scale = np.max(np.where(weights > 0, dist, 0.0), axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    x = (energy[:, None] - centre[None, :]) / scale[None, :]  # (E, n), in [-1, 1] in the window
-
-    # Normal equations from weighted power moments: A[p, q] = sum w x^(p+q),
-    # b[p] = sum w x^p mu (Hankel structure: only 2*degree+1 moments needed,
-    # so memory stays O(E * n) whatever the degree).
-    n_p = degree + 1
-    moments = np.empty((2 * degree + 1, x.shape[1]))
-    rhs = np.empty((n_p, x.shape[1]))
-    wx = weights.copy()  # w * x^k
-    for k in range(2 * degree + 1):  # loop over powers, not spectra
-        moments[k] = wx.sum(axis=0)
-        if k < n_p:
-            rhs[k] = np.einsum("en,en->n", wx, mu2)
-        wx *= x
-    hankel = np.add.outer(np.arange(n_p), np.arange(n_p))  # (p, q) -> p + q
-    normal = np.moveaxis(moments[hankel], -1, 0)  # (n, p, q)
-    coef = np.linalg.solve(normal, rhs.T[:, :, None])[:, :, 0]  # (n, p)
-
+    x, centre, scale, moments, rhs = _window_moments(energy, mu2, weights, degree)
+    coef = _solve_degree(moments, rhs, degree)
     values = np.zeros_like(x)  # Horner evaluation on the whole grid
     for k in range(degree, -1, -1):
         values = values * x + coef[:, k][None, :]
@@ -435,7 +470,7 @@ def normalize_edge(
     e0=None,
     pre1: float = -150.0,
     pre2: float = -30.0,
-    norm1: float = 150.0,
+    norm1: float = 100.0,
     norm2: float | None = None,
     nnorm: int = 2,
     smooth_ev: float = 0.5,
@@ -455,14 +490,14 @@ def normalize_edge(
     pre1, pre2 : float, default -150, -30
         Pre-edge window, eV relative to e0: a straight line is fitted by
         least squares to ``mu`` over ``e0 + pre1 <= E <= e0 + pre2``.
-    norm1, norm2 : float, default 150, None
+    norm1, norm2 : float, default 100, None
         Post-edge window, eV relative to e0: a polynomial of degree
         ``nnorm`` in energy is fitted to ``mu`` over
         ``e0 + norm1 <= E <= e0 + norm2``; ``norm2=None`` extends it to the
         last energy.
     nnorm : int, default 2
         Degree of the post-edge polynomial, 0..3.
-    smooth_ev : float, default 1.0
+    smooth_ev : float, default 0.5
         Gaussian smoothing (sigma, eV) for :func:`find_e0` when ``e0`` is
         None.
 
@@ -479,7 +514,8 @@ def normalize_edge(
         Non-finite ``energy``/``mu``/``e0``; energy not strictly increasing;
         shape mismatch; e0 outside the energy range; fewer than 5 points in
         the pre-edge or post-edge window (the message names the window and
-        the e0 used); edge step <= 0 or non-finite; ``nnorm`` not in 0..3;
+        the e0 used); edge step non-finite or not above rounding error
+        (``1e-10 * max |mu|`` of the spectrum); ``nnorm`` not in 0..3;
         reversed windows.
 
     Notes
@@ -516,11 +552,15 @@ def normalize_edge(
     pre_at_e0 = _poly_eval(c_pre, ctr_pre, sc_pre, e0c)
     post_at_e0 = _poly_eval(c_post, ctr_post, sc_post, e0c)
     step = post_at_e0 - pre_at_e0
-    bad = ~np.isfinite(step) | (step <= 0)
+    # A step within rounding error of zero (a flat spectrum gives +-1e-16) is
+    # no step: refuse it rather than divide by rounding noise.
+    floor = _STEP_ROUNDING_FLOOR * np.max(np.abs(m2), axis=0)
+    bad = ~np.isfinite(step) | (step <= floor)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise AnalysisInputError(
-            f"edge step post(e0) - pre(e0) = {step[i]:.6g} is not positive for spectrum {i} "
+            f"edge step post(e0) - pre(e0) = {step[i]:.6g} is not positive "
+            f"(above rounding error, {floor[i]:.1g}) for spectrum {i} "
             f"(e0 = {e0c[i]:.2f} eV, pre-edge [e0{pre1:+g}, e0{pre2:+g}] eV, post-edge "
             f"[e0{norm1:+g}, {'last energy' if norm2 is None else f'e0{norm2:+g}'}] eV): "
             "is this an absorption edge, with mu rising through it?"
@@ -559,6 +599,144 @@ def normalize_edge(
 
 
 # ---------------------------------------------------------------------------
+# edge-step stability
+# ---------------------------------------------------------------------------
+
+
+def edge_step_stability(
+    energy,
+    mu,
+    e0,
+    pre1: float = -150.0,
+    pre2: float = -30.0,
+    norm1: float = 100.0,
+    norm2: float | None = None,
+    nnorm: int = 2,
+) -> dict:
+    """How much the edge step depends on the choice of post-edge fit.
+
+    The edge step :math:`\\Delta\\mu = \\mathrm{post}(E_0) - \\mathrm{pre}(E_0)`
+    is recomputed, with the same pre-edge line, for every post-edge
+    polynomial degree in ``{nnorm - 1, nnorm, nnorm + 1}`` (clipped to 0..3)
+    crossed with three post-edge windows (eV relative to ``e0``)::
+
+        [norm1, norm2]                       the configured window
+        [norm1, norm1 + 2/3 * span]          its first two thirds
+        [norm1 + 1/3 * span, norm2]          its last two thirds
+
+    with ``span = norm2 - norm1`` (``norm2=None``: the last energy minus
+    ``e0``). A clean spectrum gives nearly the same step for all of them; a
+    post-edge region that is not a smooth curve (a glitch, a jump between
+    sub-scans, a second edge) makes the step depend on the window.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        Photon energy, eV, finite and strictly increasing.
+    mu : array_like, shape (E,)
+        One absorption spectrum (any units).
+    e0 : float
+        Edge energy, eV, inside the energy range (e.g. the ``e0`` of
+        :func:`normalize_edge`).
+    pre1, pre2 : float, default -150, -30
+        Pre-edge window, eV relative to ``e0`` (inclusive); a straight line.
+    norm1, norm2 : float, default 100, None
+        Configured post-edge window, eV relative to ``e0`` (inclusive);
+        ``None`` = up to the last energy.
+    nnorm : int, default 2
+        Configured post-edge polynomial degree, 0..3.
+
+    Returns
+    -------
+    dict
+        ``edge_step`` : float
+            The step of the configured fit (degree ``nnorm`` over
+            ``[norm1, norm2]``), in units of ``mu``; identical to
+            :func:`normalize_edge`'s ``edge_step`` with the same settings.
+        ``steps`` : ndarray, shape (m,)
+            The step of every alternative that was fitted (units of
+            ``mu``), degree-major (increasing degree), windows in the order
+            above; ``m <= 9``, the configured fit included.
+        ``relative_change`` : float
+            ``(max(steps) - min(steps)) / |edge_step|``, dimensionless
+            (``inf`` if ``edge_step`` is 0).
+        ``alternatives`` : list of (int, float, float)
+            ``(degree, lo, hi)`` for each entry of ``steps``, ``lo``/``hi``
+            in eV relative to ``e0``.
+
+    Raises
+    ------
+    AnalysisInputError
+        Invalid input as for :func:`normalize_edge` (non-finite values,
+        energy not strictly increasing, ``mu`` not 1-D of length E, ``e0``
+        outside the data, reversed windows, ``nnorm`` not in 0..3), or
+        fewer than 5 points in the pre-edge or the configured post-edge
+        window. The sign of the step is not checked.
+
+    Notes
+    -----
+    An alternative window holding fewer than 5 measured points is skipped.
+    Cost: one pass over the data for the weighted power moments of the
+    three windows (up to degree 2 * (nnorm + 1)), then one small batched
+    solve per degree; no per-alternative pass over the spectrum.
+    """
+    e = _check_energy(energy)
+    m = _check_mu(mu, e.size)
+    if m.ndim != 1:
+        raise AnalysisInputError(f"mu must be one spectrum of shape (E,), got shape {m.shape}")
+    nnorm = _check_nnorm(nnorm)
+    pre1, pre2, norm1, norm2 = _check_ranges(pre1, pre2, norm1, norm2)
+    m2 = m[:, None]
+    e0c = _e0_columns(e, m, m2, _check_float("e0", e0), 0.0)  # validates; e0 is given
+
+    e0f = float(e0c[0])
+    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
+    c_pre, ctr_pre, sc_pre, _ = _window_fit(e, m2, w_pre, 1)
+    pre_at_e0 = float(_poly_eval(c_pre, ctr_pre, sc_pre, e0c)[0])
+
+    # windows as absolute energies, selected exactly as normalize_edge does
+    hi_abs = e[-1] if norm2 is None else e0f + norm2
+    span = (hi_abs - e0f) - norm1
+    lo = np.array([e0f + norm1, e0f + norm1, e0f + norm1 + span / 3.0])
+    hi = np.array([hi_abs, e0f + norm1 + 2.0 * span / 3.0, hi_abs])
+    # the configured window (first) must hold enough points; the others are skipped if not
+    _window_mask(
+        e, lo[:1], hi[:1], "post-edge", e0c, norm1,
+        "last energy" if norm2 is None else f"e0{norm2:+g}",
+    )
+    masks = (e[:, None] >= lo[None, :]) & (e[:, None] <= hi[None, :])  # (E, 3)
+    usable = masks.sum(axis=0) >= MIN_WINDOW_POINTS
+    # skipped windows get a harmless stand-in so the batched solve stays regular
+    weights = np.where(usable[None, :], masks, masks[:, :1]).astype(float)
+    degrees = sorted({min(max(nnorm + d, 0), 3) for d in (-1, 0, 1)})
+    _, centre, scale, moments, rhs = _window_moments(
+        e, np.repeat(m2, 3, axis=1), weights, degrees[-1]
+    )
+    x0 = (e0f - centre) / scale  # e0 in each window's scaled variable
+
+    steps, alternatives = [], []
+    nominal = np.nan
+    for deg in degrees:  # at most 3 degrees; each a (3, deg+1, deg+1) batched solve
+        coef = _solve_degree(moments[: 2 * deg + 1], rhs, deg)
+        post_at_e0 = np.einsum("wp,wp->w", coef, x0[:, None] ** np.arange(deg + 1))
+        step = post_at_e0 - pre_at_e0
+        for k in np.flatnonzero(usable):
+            steps.append(float(step[k]))
+            alternatives.append((deg, float(lo[k] - e0f), float(hi[k] - e0f)))
+        if deg == nnorm:
+            nominal = float(step[0])
+    steps_a = np.asarray(steps)
+    spread = float(steps_a.max() - steps_a.min())
+    relative_change = spread / abs(nominal) if nominal != 0 else float("inf")
+    return {
+        "edge_step": nominal,
+        "steps": steps_a,
+        "relative_change": relative_change,
+        "alternatives": alternatives,
+    }
+
+
+# ---------------------------------------------------------------------------
 # dask image stacks
 # ---------------------------------------------------------------------------
 
@@ -576,7 +754,18 @@ def _stack_block_found(mu_block: np.ndarray, energy: np.ndarray, params: dict) -
     return _stack_block(mu_block, None, energy, params)
 
 
-def normalize_stack(energy, mu, e0=None, **params) -> dict:
+def normalize_stack(
+    energy,
+    mu,
+    e0=None,
+    pre1: float = -150.0,
+    pre2: float = -30.0,
+    norm1: float = 100.0,
+    norm2: float | None = None,
+    nnorm: int = 2,
+    smooth_ev: float = 0.5,
+    **unknown,
+) -> dict:
     """Normalize a stack of spectra (e.g. every pixel of an XANES image) with dask.
 
     Parameters
@@ -589,9 +778,12 @@ def normalize_stack(energy, mu, e0=None, **params) -> dict:
         split it is rechunked to a single chunk.
     e0 : float or array_like of shape (npix,), optional
         Edge energy per pixel (eV); None finds it per pixel.
-    **params
-        ``pre1``, ``pre2``, ``norm1``, ``norm2``, ``nnorm``, ``smooth_ev``
-        as for :func:`normalize_edge`.
+    pre1, pre2, norm1, norm2, nnorm, smooth_ev
+        As for :func:`normalize_edge` (same defaults).
+    **unknown
+        Any other keyword is refused with :class:`AnalysisInputError` (so a
+        misspelt setting from a config fails clearly rather than as a
+        ``TypeError``).
 
     Returns
     -------
@@ -618,16 +810,15 @@ def normalize_stack(energy, mu, e0=None, **params) -> dict:
     """
     import dask.array as da
 
-    allowed = {"pre1", "pre2", "norm1", "norm2", "nnorm", "smooth_ev"}
-    unknown = set(params) - allowed
     if unknown:
         raise AnalysisInputError(f"unknown normalization parameter(s): {sorted(unknown)}")
     e = _check_energy(energy)
     # validate settings eagerly, before building the graph
-    _check_nnorm(params.get("nnorm", 2))
-    _check_ranges(params.get("pre1", -150.0), params.get("pre2", -30.0),
-                  params.get("norm1", 150.0), params.get("norm2", None))
-    _check_smooth(params.get("smooth_ev", 1.0))
+    pre1, pre2, norm1, norm2 = _check_ranges(pre1, pre2, norm1, norm2)
+    params = {
+        "pre1": pre1, "pre2": pre2, "norm1": norm1, "norm2": norm2,
+        "nnorm": _check_nnorm(nnorm), "smooth_ev": _check_smooth(smooth_ev),
+    }
 
     arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
     if arr.ndim != 2 or arr.shape[0] != e.size:
