@@ -8,6 +8,8 @@ The schemas are the single home of every default. They live in
 from __future__ import annotations
 
 import copy
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -73,3 +75,210 @@ def analysis_defaults(kind: str) -> dict:
     cfg = {"campaign": "x", "scans": "x"}
     validate(cfg, schema)
     return copy.deepcopy(cfg["analysis"][kind])
+
+
+# --- the generated key table of config/README.md ---------------------------------------------
+
+KEYS_START = "<!-- keys:start -->"
+KEYS_END = "<!-- keys:end -->"
+
+# Placeholder shown for a path component that stands for several keys (a map's keys, or sibling
+# blocks documented once), by the key of the object holding them.
+_PLACEHOLDERS = {"analysis": "kind", "priors": "family"}
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    """``node`` with ``$ref`` (to ``#/definitions/...``) resolved; the node's own keys win."""
+    seen = set()
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/") or ref in seen:
+            raise ValueError(f"cannot resolve $ref {ref!r} in the config schema")
+        seen.add(ref)
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _placeholder(parent: tuple[str, ...]) -> str:
+    return f"<{_PLACEHOLDERS.get(parent[-1], 'name') if parent else 'name'}>"
+
+
+def iter_keys(schema: dict | None = None):
+    """Yield ``(path, node, required)`` for every key of the config schema, parents first.
+
+    ``path`` is a tuple of key names (a map's keys, e.g. the priors' families, appear as one
+    ``<placeholder>`` component); ``node`` has its ``$ref`` resolved; ``required`` says whether
+    the parent object requires the key.
+    """
+    root = load_schema("config") if schema is None else schema
+
+    def walk(node: dict, path: tuple[str, ...]):
+        node = _resolve(node, root)
+        required = set(node.get("required", ()))
+        for key, sub in (node.get("properties") or {}).items():
+            sub = _resolve(sub, root)
+            yield path + (key,), sub, key in required
+            yield from walk(sub, path + (key,))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            sub = _resolve(extra, root)
+            yield path + (_placeholder(path),), sub, False
+            yield from walk(sub, path + (_placeholder(path),))
+
+    yield from walk(root, ())
+
+
+def is_leaf(node: dict) -> bool:
+    """A key holding a value rather than named sub-keys (a map such as ``priors`` counts as a value)."""
+    return "properties" not in node
+
+
+def _fmt(value) -> str:
+    return "`" + json.dumps(value) + "`"
+
+
+def _type_text(node: dict) -> str:
+    types = node.get("type", "")
+    types = list(types) if isinstance(types, list) else ([types] if types else [])
+    text = " or ".join(types)
+    if "array" in types and isinstance(node.get("items"), dict) and node["items"].get("type"):
+        text = text.replace("array", f"array of {node['items']['type']}")
+    if "enum" in node:
+        text = " \\| ".join(_fmt(v) for v in node["enum"])
+    bounds = []
+    for key, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in node:
+            bounds.append(f"{sym} {node[key]:g}")
+    if node.get("minItems") is not None and node.get("minItems") == node.get("maxItems"):
+        bounds.append(f"{node['minItems']} items")
+    if bounds:
+        text += ", " + ", ".join(bounds)
+    return text
+
+
+def _default_text(node: dict, required: bool) -> str:
+    if required:
+        return "required"
+    if "default" not in node:
+        return ""
+    if not is_leaf(node) and node["default"] == {}:
+        return ""  # an object whose keys carry their own defaults
+    return _fmt(node["default"])
+
+
+def _cell(text: str) -> str:
+    """One table cell: one line, ``|`` escaped, ``<placeholders>`` as code (not HTML tags)."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return re.sub(r"(?<!`)<[^<>\s`]+>(?!`)", lambda m: f"`{m.group(0)}`", text)
+
+
+def key_table(schema: dict | None = None) -> str:
+    """The Markdown table of every config key: path, type, default, description.
+
+    Sibling blocks with identical content (e.g. ``normalize`` under every kind) are documented
+    once, with the varying key written as a placeholder (``analysis.<kind>.normalize.pre1``) and
+    the keys it stands for listed in the block's row. A key without a ``description`` in the
+    schema gets an empty description cell (see :func:`undescribed_keys`).
+    """
+    rows = []  # [path, type, default, description, {position: [keys it stands for]}]
+    for path, node, required in iter_keys(schema):
+        rows.append([list(path), _type_text(node), _default_text(node, required),
+                     _cell(node.get("description", "")), {}, is_leaf(node)])
+
+    # Merge rows that differ in one (non-final, unless the row is an object) path component only.
+    depth = max((len(r[0]) for r in rows), default=0)
+    for i in range(depth):
+        groups: dict = {}
+        order = []
+        for r in rows:
+            path, leaf = r[0], r[5]
+            if len(path) <= i or (i == len(path) - 1 and leaf) or path[i].startswith("<"):
+                key = ("single", id(r))
+            else:
+                key = (tuple(path[:i]), tuple(path[i + 1:]), r[1], r[2], r[3], tuple((k, tuple(v)) for k, v in sorted(r[4].items())), leaf)
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(r)
+        merged = []
+        for key in order:
+            group = groups[key]
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            first = group[0]
+            path = list(first[0])
+            path[i] = _placeholder(tuple(path[:i]))
+            stands = dict(first[4])
+            stands[i] = [g[0][i] for g in group]
+            merged.append([path, first[1], first[2], first[3], stands, first[5]])
+        rows = merged
+
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    listed = set()
+    for path, typ, default, desc, stands, _leaf in rows:
+        dotted = ".".join(path)
+        notes = []
+        for i, keys in sorted(stands.items()):
+            # list the keys a placeholder stands for once, in the first row that has it with them
+            if (tuple(path[: i + 1]), tuple(keys)) not in listed:
+                listed.add((tuple(path[: i + 1]), tuple(keys)))
+                notes.append(f"`{path[i]}`: " + ", ".join(f"`{k}`" for k in keys))
+        if notes:
+            desc = (desc + " " if desc else "") + "(" + "; ".join(notes) + ")"
+        lines.append(f"| `{dotted}` | {typ} | {default} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+def undescribed_keys(schema: dict | None = None) -> list[str]:
+    """Dotted paths of the config keys that have no ``description`` in the schema."""
+    return [".".join(path) for path, node, _ in iter_keys(schema) if not node.get("description")]
+
+
+def readme_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "config" / "README.md"
+
+
+def readme_keys_block(text: str) -> str:
+    """The text between the key-table markers of config/README.md."""
+    start, end = text.find(KEYS_START), text.find(KEYS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"config/README.md lacks the markers {KEYS_START} ... {KEYS_END}")
+    return text[start + len(KEYS_START):end].strip("\n") + "\n"
+
+
+def write_readme(path: str | Path | None = None) -> bool:
+    """Rewrite the key table between the markers of config/README.md; return whether it changed."""
+    path = Path(path) if path else readme_path()
+    text = path.read_text()
+    start, end = text.find(KEYS_START), text.find(KEYS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} lacks the markers {KEYS_START} ... {KEYS_END}")
+    new = text[: start + len(KEYS_START)] + "\n" + key_table() + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xafsflow.schemas [--write [README]]``: print or rewrite the config key table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m xafsflow.schemas",
+                                     description="Print the config key table generated from the schema.")
+    parser.add_argument("--write", nargs="?", const="", default=None, metavar="README",
+                        help="rewrite the block between the markers of config/README.md instead")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        print(key_table(), end="")
+        return 0
+    changed = write_readme(args.write or None)
+    print(("rewrote" if changed else "unchanged:") + f" {args.write or readme_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
