@@ -628,8 +628,8 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
 
 @dataclass
 class ChainSettings:
-    sweeps: int = 2000  # production sweeps
-    burn_in: int = 1000
+    sweeps: int = 4000  # production sweeps
+    burn_in: int = 4000
     thin: int = 10
     block: int = 50  # sweeps per kernel call (a multiple of thin)
     adapt_every: int = 50
