@@ -97,14 +97,16 @@ def test_posterior_refuses_non_xanes(tmp_path, demo_dir):
     assert p.returncode == 2 and "needs a XANES scan" in p.stderr and "Traceback" not in p.stderr
 
 
-def _result(p_sel=0.9, rhat=1.01, exchange=0.3, spread=0.5, at_edge=False):
+def _result(p_sel=0.9, rhat=1.01, exchange=0.3, spread=0.5, at_edge=False, k_sel=2):
     from xafsflow.bayes.posterior import PosteriorResult
 
     entry = {"rhat": np.array([1.0, rhat]), "exchange_rate": np.array([0.5, exchange]), "F_spread": spread}
     other = {"rhat": np.array([1.0]), "exchange_rate": np.array([0.5]), "F_spread": 0.0}
-    return PosteriorResult(ks=[1, 2], bvals=np.array([0.0, 1.0]), n_points=100, per_k={1: other, 2: entry},
-                           p_k=np.array([1 - p_sel, p_sel]), k_selected=2, sigma_fixed=None,
-                           noise={"at_ladder_edge": at_edge})
+    per_k = {K: (entry if K == k_sel else other) for K in (1, 2, 3)}
+    p_k = np.full(3, (1 - p_sel) / 2)
+    p_k[k_sel - 1] = p_sel
+    return PosteriorResult(ks=[1, 2, 3], bvals=np.array([0.0, 1.0]), n_points=100, per_k=per_k,
+                           p_k=p_k, k_selected=k_sel, sigma_fixed=None, noise={"at_ladder_edge": at_edge})
 
 
 @pytest.mark.parametrize("case,flag", [
@@ -114,9 +116,17 @@ def _result(p_sel=0.9, rhat=1.01, exchange=0.3, spread=0.5, at_edge=False):
     ({"exchange": 0.05}, "low_exchange(0.05)"),
     ({"spread": 6.0}, "runs_disagree(dF=6.0)"),
     ({"at_edge": True}, "sigma_at_ladder_edge"),
+    ({"k_sel": 3}, "k_at_limit(K=3)"),
 ])
 def test_quality_flags_follow_the_configured_bounds(case, flag):
-    from xafsflow.bayes.product import quality_flags
+    from xafsflow.products.posterior import quality_flags
 
     q = analysis_defaults("xanes")["posterior"]["quality"]
     assert quality_flags(_result(**case), q) == ([] if flag is None else [flag])
+
+
+def test_k_at_limit_flag_can_be_turned_off():
+    from xafsflow.products.posterior import quality_flags
+
+    q = dict(analysis_defaults("xanes")["posterior"]["quality"], k_at_limit=False)
+    assert quality_flags(_result(k_sel=3), q) == []

@@ -13,7 +13,7 @@ from xafsflow.errors import AnalysisInputError, FileFormatError
 from xafsflow.io.store import open_store, read_provenance, sha256_file
 from xafsflow.schemas import analysis_defaults
 from xafsflow.simulate import forward as fw
-from xafsflow.steps import ingest, normalize
+from xafsflow.steps import ingest, normalize, normalize_keywords
 
 DEMO_PARAMS = {
     "xanes": {"normalize": {"pre1": -150.0, "pre2": -40.0, "norm1": 60.0, "nnorm": 2}},
@@ -99,7 +99,7 @@ def test_stack_pixels_match_one_spectrum_normalization(tmp_path, demo_dir, fmt):
     rng = np.random.default_rng(0)
     for _ in range(5):
         y, x = rng.integers(ny), rng.integers(nx)
-        ref = normalize_edge(energy, raw[:, y, x], **DEMO_PARAMS["stack"]["normalize"])
+        ref = normalize_edge(energy, raw[:, y, x], **normalize_keywords(DEMO_PARAMS["stack"]))
         assert g["e0"][y, x] == pytest.approx(ref.e0, abs=1e-9)
         np.testing.assert_allclose(g["norm"][:, y, x], ref.norm, rtol=1e-5, atol=1e-5)
     # phases were simulated with increasing edge shifts: their mean E0 must increase in order

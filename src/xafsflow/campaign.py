@@ -2,7 +2,10 @@
 
 Everything here runs before any job does (the Snakefile calls it while the
 DAG is built), so every problem with the campaign description stops a dry run
-with one message that names the sheet line, the scan and the field.
+with one message that names the file, the sheet line, the scan and the field,
+or the config key path. Parameters that can be checked without the data
+(priors, K ranges, chain lengths, windows) are checked here too, in the words
+the job would use.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -19,16 +23,10 @@ import yaml
 from xafsflow import schemas
 from xafsflow.errors import ConfigError, InputError, ScanSheetError
 
-KINDS = ("xanes", "exafs", "xmcd", "stack", "domain_image")
-KIND_FORMATS = {
-    "xanes": ("xdi", "columns"),
-    "exafs": ("xdi", "columns"),
-    "xmcd": ("xdi", "columns"),
-    "stack": ("tiff_stack", "hdf5_stack"),
-    "domain_image": ("image",),
-}
 # Sheet fields that name columns of the raw file (checked against its labels).
 COLUMN_FIELDS = ("energy", "i0", "itrans", "ifluor", "mu", "mu_minus")
+# Version of each step's output for the same input and parameters; part of its parameter hash.
+STEP_VERSIONS = {"ingest": 1, "normalize": 1}
 
 
 @dataclass
@@ -46,6 +44,12 @@ class Scan:
     def mapping(self) -> dict:
         """Column mapping given in the sheet (field -> column label or 1-based index)."""
         return {k: self.fields[k] for k in COLUMN_FIELDS if k in self.fields and self.kind != "stack"}
+
+    def products(self) -> list:
+        """The registered products this scan gets."""
+        from xafsflow.products import registry
+
+        return [p for p in registry() if p.applies_to(self.kind, self.params)]
 
 
 @dataclass
@@ -69,35 +73,73 @@ class Campaign:
         return Path(self.config["results"]) / self.name
 
     @property
+    def layout(self):
+        from xafsflow.layout import Layout
+
+        return Layout(self.results)
+
+    @property
     def config_hash(self) -> str:
         return config_hash(self.config)
 
     def scan(self, scan_id: str) -> Scan:
-        for s in self.scans:
-            if s.scan_id == scan_id:
-                return s
-        raise KeyError(scan_id)
+        return self._by_id()[scan_id]
+
+    def _by_id(self) -> dict:
+        if getattr(self, "_index", None) is None or len(self._index) != len(self.scans):
+            self._index = {s.scan_id: s for s in self.scans}
+        return self._index
 
     def ids(self, *kinds: str) -> list[str]:
         return [s.scan_id for s in self.scans if not kinds or s.kind in kinds]
 
+    def product_ids(self, product) -> list[str]:
+        """Scans that get ``product``."""
+        return [s.scan_id for s in self.scans if product.applies_to(s.kind, s.params)]
+
+    def step_hash(self, scan_id: str, step: str) -> str:
+        """Hash of what one step of one scan depends on: its own resolved parameters and code version.
+
+        A rule carries it in ``params``, so a changed parameter reruns that step
+        (and what depends on its output) and nothing else.
+        """
+        scan = self.scan(scan_id)
+        if step == "ingest":
+            what = {"kind": scan.kind, "format": scan.format, "paths": scan.paths, "fields": scan.fields,
+                    "chunk_pixels": self.config["stack"]["chunk_pixels"]}
+        elif step == "normalize":
+            what = {"normalize": scan.params.get("normalize", {})}
+        else:
+            from xafsflow.products import get
+
+            prod = get(step)
+            what = {prod.params_key: scan.params.get(prod.params_key, {}), "seed": self.seed,
+                    "version": prod.version}
+        what["step_version"] = STEP_VERSIONS.get(step)
+        return config_hash(what)[:16]
+
 
 def config_hash(config: dict) -> str:
-    """sha256 of the validated configuration, canonical JSON (sorted keys)."""
+    """sha256 of a configuration (or any JSON-able parameters), canonical JSON (sorted keys)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def validate_config(config: dict) -> dict:
+# ------------------------------------------------------------------------- config
+def validate_config(config: dict, source: str | Path | None = None) -> dict:
     """Validate a campaign configuration and fill in the schema's defaults.
 
-    Returns a deep copy; raises :class:`ConfigError` listing every problem.
+    Returns a deep copy; raises :class:`ConfigError` naming ``source``, the key
+    path and what is wrong (every problem, one line).
     """
     cfg = copy.deepcopy(dict(config))
-    problems = schemas.validate(cfg, schemas.load_schema("config"))
+    problems = schemas.problems(schemas.compiled("config"), cfg)
     if problems:
-        lines = "; ".join(f"{where}: {msg}" for where, msg in problems)
-        raise ConfigError(f"invalid configuration: {lines}")
+        lines = "; ".join(f"key {where}: {msg}" for where, msg in problems)
+        raise ConfigError(f"invalid configuration: {lines}", source)
+    for kind, block in cfg["analysis"].items():
+        for msg in check_kind_params(kind, block):
+            raise ConfigError(f"invalid configuration: key analysis.{kind}.{msg}", source)
     return cfg
 
 
@@ -110,12 +152,47 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"cannot read configuration: {exc.strerror}", path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", path) from None
+    if not isinstance(cfg, dict):
+        raise ConfigError("a configuration is a YAML mapping of keys (campaign, scans, ...)", path)
+    return validate_config(cfg, path)
+
+
+def check_normalize(block: dict) -> list[str]:
+    """Problems with a ``normalize`` block: its windows must be ordered."""
+    out = []
+    if not block["pre1"] < block["pre2"]:
+        out.append(f"normalize: pre-edge window [{block['pre1']}, {block['pre2']}] eV is not ordered (pre1 < pre2)")
+    if block["norm2"] is not None and not block["norm1"] < block["norm2"]:
+        out.append(f"normalize: post-edge window [{block['norm1']}, {block['norm2']}] eV is not ordered "
+                   "(norm1 < norm2)")
+    return out
+
+
+def check_kind_params(kind: str, params: dict, n_points: int | None = None) -> list[str]:
+    """Problems with one kind's resolved analysis parameters (normalize windows, every product's checks).
+
+    Each message starts with the block's key (``normalize: ...``, ``posterior: ...``).
+    """
+    from xafsflow.products import registry
+
+    out = check_normalize(params["normalize"]) if "normalize" in params else []
+    for prod in registry():
+        if prod.applies_to(kind, params):
+            out += [f"{prod.params_key}: {m}" for m in prod.impl().check(params[prod.params_key], n_points)]
+    return out
+
+
+def kind_params(kind: str, given: dict | None) -> dict:
+    """A kind's analysis parameters: ``given`` completed with the schema's defaults, validated."""
+    if given is None:
+        return schemas.analysis_defaults(kind)
     try:
-        return validate_config(cfg)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, path) from None
+        return resolve_params({"analysis": {kind: {}}}, kind, given)
+    except ValueError as exc:
+        raise ConfigError(f"analysis parameters: {exc}") from None
 
 
+# -------------------------------------------------------------------------- sheet
 def parse_overrides(text: str) -> dict:
     """Parse ``"normalize.pre1=-200; normalize.nnorm=1"`` into a nested dict.
 
@@ -161,13 +238,99 @@ def resolve_params(config: dict, kind: str, overrides: dict | None = None) -> di
     (unknown keys included).
     """
     params = _merge(config["analysis"][kind], overrides or {})
-    schema = schemas.load_schema("config")
-    kind_schema = schema["properties"]["analysis"]["properties"][kind]
-    kind_schema = dict(kind_schema, definitions=schema["definitions"])
-    problems = schemas.validate(params, kind_schema)
+    problems = schemas.problems(schemas.compiled("config", kind), params)
     if problems:
         raise ValueError("; ".join(f"{w}: {m}" for w, m in problems))
     return params
+
+
+class _SheetRow:
+    """One data line of the scan sheet being checked; ``fail`` raises naming line, scan and field."""
+
+    def __init__(self, sheet: Path, lineno: int, row: dict):
+        self.sheet, self.lineno, self.row = sheet, lineno, row
+        self.sid = row.get("scan_id", "?")
+
+    def fail(self, field_: str, msg: str):
+        raise ScanSheetError(f"scan {self.sid!r}, field {field_!r}: {msg}", self.sheet, self.lineno)
+
+
+def _read_sheet_lines(path: Path) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
+    """(header line number, column names, [(line number, cells)]) of a TSV sheet."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScanSheetError(f"cannot read scan sheet: {exc.strerror}", path) from None
+    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise ScanSheetError("scan sheet is empty (expected a header line and one row per scan)", path)
+    header_line, header = lines[0]
+    columns = [c.strip() for c in next(csv.reader([header], delimiter="\t"))]
+    known = set(schemas.load_schema("scans")["properties"])
+    for c in columns:
+        if c not in known:
+            raise ScanSheetError(
+                f"unknown column {c!r} in the header; known columns: {', '.join(sorted(known))}", path, header_line
+            )
+    rows = [(n, next(csv.reader([raw], delimiter="\t"))) for n, raw in lines[1:]]
+    return header_line, columns, rows
+
+
+def _check_row_schema(r: _SheetRow) -> None:
+    row = r.row
+    if "pixel_size" in row:
+        try:
+            row["pixel_size"] = float(row["pixel_size"])
+        except ValueError:
+            r.fail("pixel_size", f"{row['pixel_size']!r} is not a number")
+    problems = schemas.problems(schemas.compiled("scans", defaults=False), row)
+    if problems:
+        where, msg = problems[0]
+        if where == "(top level)" and "required" in msg:
+            where = msg.split("'")[1] if "'" in msg else where
+        r.fail(where, msg)
+
+
+def _check_row_files(r: _SheetRow, kind: str, fmt: str) -> list[str]:
+    """Paths of the row, checked against its kind and format."""
+    row = r.row
+    formats = schemas.formats_by_kind()[kind]
+    if fmt not in formats:
+        r.fail("format", f"format {fmt!r} does not fit kind {kind!r} (use one of {', '.join(formats)})")
+    paths = [p.strip() for p in row["path"].split(";") if p.strip()]
+    if kind == "xmcd":
+        if len(paths) not in (1, 2):
+            r.fail("path", "an XMCD pair is two paths separated by ';' or one file with both helicities")
+        if len(paths) == 1 and "mu_minus" not in row:
+            r.fail("mu_minus", "a one-file XMCD pair needs the minus-helicity column in 'mu_minus'")
+    elif len(paths) != 1:
+        r.fail("path", "exactly one path expected for this kind")
+    if fmt == "columns":
+        if "energy" not in row:
+            r.fail("energy", "a columns file needs the energy column")
+        if not ("mu" in row or ("i0" in row and ("itrans" in row or "ifluor" in row))):
+            r.fail("mu", "give 'mu', or 'i0' with 'itrans' (transmission) or 'ifluor' (fluorescence)")
+    if fmt == "tiff_stack" and "energy" not in row:
+        r.fail("energy", "a TIFF stack needs its energies file (one energy in eV per frame) in 'energy'")
+    if fmt == "hdf5_stack" and "dataset" not in row:
+        r.fail("dataset", "an HDF5 stack needs the dataset path of the (energy, y, x) array")
+    return paths
+
+
+def _row_params(r: _SheetRow, config: dict, kind: str, cache: dict) -> dict:
+    """Resolved analysis parameters of a row (rows with the same kind and overrides share one copy)."""
+    text = r.row.get("overrides", "")
+    key = (kind, text)
+    if key not in cache:
+        try:
+            overrides = parse_overrides(text) if text else {}
+        except ValueError as exc:
+            r.fail("overrides", str(exc))
+        try:
+            cache[key] = resolve_params(config, kind, overrides)
+        except ValueError as exc:
+            r.fail("overrides", str(exc))
+    return cache[key]
 
 
 def read_scan_sheet(path: str | Path, config: dict, produced: set[str] | None = None) -> list[Scan]:
@@ -185,125 +348,75 @@ def read_scan_sheet(path: str | Path, config: dict, produced: set[str] | None = 
         On the first problem, naming the line, the scan and the field.
     """
     path = Path(path)
-    row_schema = schemas.load_schema("scans")
-    known = set(row_schema["properties"])
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScanSheetError(f"cannot read scan sheet: {exc.strerror}", path) from None
-    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise ScanSheetError("scan sheet is empty (expected a header line and one row per scan)", path)
-    header_line, header = lines[0]
-    columns = [c.strip() for c in next(csv.reader([header], delimiter="\t"))]
-    for c in columns:
-        if c not in known:
-            raise ScanSheetError(
-                f"unknown column {c!r} in the header; known columns: {', '.join(sorted(known))}", path, header_line
-            )
+    produced = produced or set()
+    _, columns, rows = _read_sheet_lines(path)
     scans: list[Scan] = []
     seen: dict[str, int] = {}
-    for lineno, raw in lines[1:]:
-        cells = next(csv.reader([raw], delimiter="\t"))
+    params_cache: dict = {}
+    for lineno, cells in rows:
         if len(cells) > len(columns):
             raise ScanSheetError(f"{len(cells)} cells but the header has {len(columns)} columns", path, lineno)
-        row = {c: v.strip() for c, v in zip(columns, cells) if v.strip() != ""}
-        sid = row.get("scan_id", "?")
-
-        def fail(field_: str, msg: str):
-            raise ScanSheetError(f"scan {sid!r}, field {field_!r}: {msg}", path, lineno)
-
-        if "pixel_size" in row:
-            try:
-                row["pixel_size"] = float(row["pixel_size"])
-            except ValueError:
-                fail("pixel_size", f"{row['pixel_size']!r} is not a number")
-        problems = schemas.validate(row, row_schema, defaults=False)
-        if problems:
-            where, msg = problems[0]
-            if where == "(top level)" and "required" in msg:
-                where = msg.split("'")[1] if "'" in msg else where
-            fail(where, msg)
-        if sid in seen:
-            fail("scan_id", f"duplicate scan_id (first on line {seen[sid]})")
-        seen[sid] = lineno
-        kind, fmt = row["kind"], row["format"]
-        if fmt not in KIND_FORMATS[kind]:
-            fail("format", f"format {fmt!r} does not fit kind {kind!r} (use one of {', '.join(KIND_FORMATS[kind])})")
-        paths = [p.strip() for p in row["path"].split(";") if p.strip()]
-        if kind == "xmcd":
-            if len(paths) not in (1, 2):
-                fail("path", "an XMCD pair is two paths separated by ';' or one file with both helicities")
-            if len(paths) == 1 and "mu_minus" not in row:
-                fail("mu_minus", "a one-file XMCD pair needs the minus-helicity column in 'mu_minus'")
-        elif len(paths) != 1:
-            fail("path", "exactly one path expected for this kind")
-        if fmt == "columns":
-            if "energy" not in row:
-                fail("energy", "a columns file needs the energy column")
-            if not ("mu" in row or ("i0" in row and ("itrans" in row or "ifluor" in row))):
-                fail("mu", "give 'mu', or 'i0' with 'itrans' (transmission) or 'ifluor' (fluorescence)")
-        if fmt == "tiff_stack" and "energy" not in row:
-            fail("energy", "a TIFF stack needs its energies file (one energy in eV per frame) in 'energy'")
-        if fmt == "hdf5_stack" and "dataset" not in row:
-            fail("dataset", "an HDF5 stack needs the dataset path of the (energy, y, x) array")
-        overrides = {}
-        if "overrides" in row:
-            try:
-                overrides = parse_overrides(row["overrides"])
-            except ValueError as exc:
-                fail("overrides", str(exc))
-        try:
-            params = resolve_params(config, kind, overrides)
-        except ValueError as exc:
-            fail("overrides", str(exc))
-        extra = [row["energy"]] if fmt == "tiff_stack" else []
+        r = _SheetRow(path, lineno, {c: v.strip() for c, v in zip(columns, cells) if v.strip() != ""})
+        _check_row_schema(r)
+        if r.sid in seen:
+            r.fail("scan_id", f"duplicate scan_id (first on line {seen[r.sid]})")
+        seen[r.sid] = lineno
+        kind, fmt = r.row["kind"], r.row["format"]
+        paths = _check_row_files(r, kind, fmt)
+        params = _row_params(r, config, kind, params_cache)
+        extra = [r.row["energy"]] if fmt == "tiff_stack" else []
         for p in paths + extra:
-            if not Path(p).exists() and p not in (produced or set()):
-                which = "energy" if p in extra else "path"
-                fail(which, f"raw file {p!r} does not exist and no rule produces it")
-        scan = Scan(sid, kind, fmt, paths, lineno, row, params)
-        _check_columns(scan, path)
+            if p not in produced and not Path(p).exists():
+                r.fail("energy" if p in extra else "path", f"raw file {p!r} does not exist and no rule produces it")
+        scan = Scan(r.sid, kind, fmt, paths, lineno, r.row, params)
+        _check_file(scan, path)
         scans.append(scan)
     if not scans:
         raise ScanSheetError("scan sheet has a header but no scans", path)
     return scans
 
 
-def _check_columns(scan: Scan, sheet: Path) -> None:
-    """Check sheet column names against an existing file's labels, when it reads cleanly.
+def _check_file(scan: Scan, sheet: Path) -> None:
+    """Check an existing spectrum file against the row: column names, and parameters against its size.
 
     A file that does not read is left for the ingest step, which fails that scan
     alone (other scans go on).
     """
-    mapping = scan.mapping()
-    if not mapping or scan.format not in ("xdi", "columns"):
+    if scan.format not in ("xdi", "columns") or not Path(scan.paths[0]).exists():
         return
-    from xafsflow.io.columns import column_labels
+    from xafsflow.io.columns import column_labels, count_data_rows
 
-    for p in scan.paths:
+    for msg in _size_problems(scan.kind, json.dumps(scan.params, sort_keys=True), count_data_rows(scan.paths[0])):
+        raise ScanSheetError(f"scan {scan.scan_id!r}: {msg} (config analysis.{scan.kind} or the row's overrides)",
+                             sheet, scan.line)
+    for p in scan.paths if scan.mapping() else []:
         if not Path(p).exists():
             continue
         try:
             labels = column_labels(p, scan.format)
         except InputError:
             continue
-        for fld, col in mapping.items():
-            if col.isdigit():
-                ok = 1 <= int(col) <= len(labels)
-            else:
-                ok = col.lower() in [lb.lower() for lb in labels]
+        for fld, col in scan.mapping().items():
+            ok = 1 <= int(col) <= len(labels) if col.isdigit() else col.lower() in [lb.lower() for lb in labels]
             if not ok:
-                raise ScanSheetError(
-                    f"scan {scan.scan_id!r}, field {fld!r}: column {col!r} is not in {p} "
-                    f"(its columns: {', '.join(labels)})",
-                    sheet,
-                    scan.line,
-                )
+                raise ScanSheetError(f"scan {scan.scan_id!r}, field {fld!r}: column {col!r} is not in {p} "
+                                     f"(its columns: {', '.join(labels)})", sheet, scan.line)
 
 
-def load_campaign(config: dict | str | Path, produced: set[str] | None = None) -> Campaign:
-    """Validate a configuration (dict or YAML path) and its scan sheet."""
-    cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+@lru_cache(maxsize=4096)
+def _size_problems(kind: str, params_json: str, n_rows: int) -> tuple[str, ...]:
+    return tuple(check_kind_params(kind, json.loads(params_json), n_rows))
+
+
+def load_campaign(config: dict | str | Path, produced: set[str] | None = None,
+                  source: str | Path | None = None) -> Campaign:
+    """Validate a configuration (dict or YAML path) and its scan sheet.
+
+    ``source`` names where a dict came from (config file(s)) in error messages.
+    """
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config)
+    else:
+        cfg = validate_config(config, source)
     scans = read_scan_sheet(cfg["scans"], cfg, produced)
     return Campaign(cfg, cfg["scans"], scans)

@@ -1,9 +1,11 @@
 """Command-line interface: one subcommand per workflow step.
 
-Every step also runs on its own, outside Snakemake, with explicit paths.
-An :class:`xafsflow.InputError` is printed as one line (no traceback) and the
-exit status is 2; the line starts with ``xafsflow: error:`` so that the
-campaign summary can find the reason in the step's log.
+Every step also runs on its own, outside Snakemake, with explicit paths. The
+product subcommands come from the product registry
+(:func:`xafsflow.products.registry`). An :class:`xafsflow.InputError` is printed
+as one line (no traceback) and the exit status is 2; the line starts with
+``xafsflow: error:`` so that the campaign summary can find the reason in the
+step's log. Outputs are checked for writability before any computation.
 """
 
 from __future__ import annotations
@@ -16,16 +18,76 @@ import sys
 ERROR_PREFIX = "xafsflow: error:"
 
 
-def _json_arg(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+def _schema_default(*path: str):
+    """A default from the config schema (the single home of defaults)."""
+    from xafsflow.schemas import default
+
+    return default(*path)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=None, help="campaign seed (recorded in provenance)")
-    p.add_argument("--config-hash", default=None, help="hash of the campaign config (recorded in provenance)")
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a simulated campaign (raw files + truth.json)")
+    p.add_argument("what", choices=["demo"], help="which campaign")
+    p.add_argument("directory", help="output directory")
+    p.add_argument("--seed", type=int, default=None, help="campaign seed (default: the schema's)")
+    p.set_defaults(handler=_simulate)
+
+
+def _add_ingest(sub) -> None:
+    from xafsflow.products._common import json_arg
+    from xafsflow.schemas import enum
+
+    p = sub.add_parser("ingest", help="read one scan's raw file(s) into an ingested Zarr store")
+    p.add_argument("paths", nargs="+", help="raw file(s); an XMCD pair: plus then minus")
+    p.add_argument("--scan-id", required=True)
+    p.add_argument("--kind", required=True, choices=enum("scans", "kind"))
+    p.add_argument("--format", required=True, choices=enum("scans", "format"))
+    p.add_argument("--fields", type=json_arg, default={}, help="scan sheet fields as JSON (column mapping, element, ...)")
+    p.add_argument("--energies", default=None, help="energies file of a TIFF stack")
+    p.add_argument("--chunk-pixels", type=int, default=None, help="pixels per chunk of a stack (default: the schema's)")
+    p.add_argument("--out", required=True, help="output store (.zarr)")
+    _add_provenance_args(p)
+    p.set_defaults(handler=_ingest, outputs=("out",))
+
+
+def _add_normalize(sub) -> None:
+    from xafsflow.products._common import json_arg
+
+    p = sub.add_parser("normalize", help="normalize an ingested scan into its scan store")
+    p.add_argument("raw_store")
+    p.add_argument("--params", type=json_arg, default=None,
+                   help="analysis parameters of the scan's kind as JSON (default: the schema's defaults)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mem-mb", type=int, default=2000)
+    p.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard of a stack's cluster on localhost")
+    p.add_argument("--out", required=True)
+    p.add_argument("--png", default=None, help="also write a figure of the normalized scan")
+    _add_provenance_args(p)
+    p.set_defaults(handler=_normalize, outputs=("out", "png"))
+
+
+def _add_provenance_args(p) -> None:
+    p.add_argument("--seed", type=int, default=None, help="campaign seed (default: the schema's; recorded in provenance)")
+    p.add_argument("--params-hash", default=None, help="hash of the step's resolved parameters (recorded in provenance)")
+
+
+def _add_products(sub) -> None:
+    from xafsflow.products import registry
+    from xafsflow.products._common import add_scan_product_arguments
+
+    for prod in registry():
+        impl = prod.impl()
+        p = sub.add_parser(prod.name, help=prod.description)
+        add_scan_product_arguments(p, prod)
+        impl.add_arguments(p)
+        _add_provenance_args(p)
+        p.set_defaults(handler=impl.run, outputs=("out", "tsv", "png"))
+
+
+def _json(text: str):
+    from xafsflow.products._common import json_arg
+
+    return json_arg(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,127 +96,77 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xafsflow", description="XAFS campaign workflow steps.")
     parser.add_argument("--version", action="version", version=f"xafsflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
-
-    p = sub.add_parser("simulate", help="write a simulated campaign (raw files + truth.json)")
-    p.add_argument("what", choices=["demo"], help="which campaign")
-    p.add_argument("directory", help="output directory")
-    p.add_argument("--seed", type=int, default=20261127)
-
-    p = sub.add_parser("ingest", help="read one scan's raw file(s) into an ingested Zarr store")
-    p.add_argument("paths", nargs="+", help="raw file(s); an XMCD pair: plus then minus")
-    p.add_argument("--scan-id", required=True)
-    p.add_argument("--kind", required=True, choices=["xanes", "exafs", "xmcd", "stack", "domain_image"])
-    p.add_argument("--format", required=True, choices=["xdi", "columns", "tiff_stack", "hdf5_stack", "image"])
-    p.add_argument("--fields", type=_json_arg, default={}, help="scan sheet fields as JSON (column mapping, element, ...)")
-    p.add_argument("--energies", default=None, help="energies file of a TIFF stack")
-    p.add_argument("--chunk-pixels", type=int, default=4096)
-    p.add_argument("--out", required=True, help="output store (.zarr)")
-    _common(p)
-
-    p = sub.add_parser("normalize", help="normalize an ingested scan into its scan store")
-    p.add_argument("raw_store")
-    p.add_argument("--params", type=_json_arg, default=None, help="analysis parameters as JSON (default: schema defaults for the kind)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--mem-mb", type=int, default=2000)
-    p.add_argument("--out", required=True)
-    p.add_argument("--png", default=None, help="also write a figure of the normalized scan")
-    _common(p)
-
-    p = sub.add_parser("posterior", help="Bayesian spectral decomposition of a normalized XANES scan")
-    p.add_argument("scan_store")
-    p.add_argument("--scan-id", default=None, help="scan id for the random streams (default: from the store)")
-    p.add_argument("--params", type=_json_arg, default=None, help="analysis parameters as JSON (default: schema defaults)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--mem-mb", type=int, default=2000)
-    p.add_argument("--checkpoint-dir", default=None, help="where chains checkpoint (kept until the product is complete)")
-    p.add_argument("--out", required=True, help="posterior store (.zarr)")
-    p.add_argument("--tsv", required=True)
-    p.add_argument("--png", required=True)
-    p.add_argument("--seed", type=int, default=20261127)
-    p.add_argument("--config-hash", default=None)
+    _add_simulate(sub)
+    _add_ingest(sub)
+    _add_normalize(sub)
+    _add_products(sub)
 
     p = sub.add_parser("summary", help="campaign summary.tsv and HTML report")
     p.add_argument("--results", required=True, help="campaign results directory (results/<campaign>)")
     p.add_argument("--sheet", required=True, help="scan sheet (TSV)")
+    p.add_argument("--config-json", type=_json, default=None,
+                   help="the campaign's validated config as JSON, to know which products each scan gets")
     p.add_argument("--out", required=True, help="summary.tsv path")
     p.add_argument("--report", default=None, help="HTML report path")
+    p.set_defaults(handler=_summary, outputs=("out", "report"))
 
     p = sub.add_parser("provenance", help="print a store's provenance")
     p.add_argument("store")
     p.add_argument("--json", action="store_true", help="print raw JSON")
+    p.set_defaults(handler=_provenance)
     return parser
 
 
-def _set_threads(threads: int) -> None:
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, threads)))
+# ----------------------------------------------------------------------- handlers
+def _simulate(args) -> str:
+    from xafsflow.simulate.demo import write_demo
+
+    write_demo(args.directory, seed=_schema_default("seed") if args.seed is None else args.seed)
+    return f"demo campaign written to {args.directory}"
 
 
-def run(args: argparse.Namespace) -> int:
-    cmd = args.command
-    if cmd == "simulate":
-        from xafsflow.simulate.demo import write_demo
+def _ingest(args) -> str:
+    from xafsflow.steps import ingest
 
-        write_demo(args.directory, seed=args.seed)
-        print(f"demo campaign written to {args.directory}")
-        return 0
-    if cmd == "ingest":
-        from xafsflow.steps import ingest
+    chunk = _schema_default("stack", "chunk_pixels") if args.chunk_pixels is None else args.chunk_pixels
+    ingest(args.scan_id, args.kind, args.format, args.paths, args.out, fields=args.fields,
+           energies=args.energies, chunk_pixels=chunk, seed=args.seed, params_hash=args.params_hash)
+    return f"ingested {args.scan_id} -> {args.out}"
 
-        ingest(args.scan_id, args.kind, args.format, args.paths, args.out, fields=args.fields,
-               energies=args.energies, chunk_pixels=args.chunk_pixels, seed=args.seed,
-               config_hash=args.config_hash)
-        print(f"ingested {args.scan_id} -> {args.out}")
-        return 0
-    if cmd == "normalize":
-        from xafsflow.io.store import open_store
-        from xafsflow.schemas import analysis_defaults
-        from xafsflow.steps import normalize
 
-        _set_threads(args.threads)
-        params = args.params
-        if params is None:
-            params = analysis_defaults(dict(open_store(args.raw_store).attrs)["kind"])
-        normalize(args.raw_store, args.out, params, threads=args.threads, mem_mb=args.mem_mb,
-                  seed=args.seed, config_hash=args.config_hash)
-        if args.png:
-            from xafsflow.figures import plot_scan
+def _normalize(args) -> str:
+    from xafsflow.campaign import kind_params
+    from xafsflow.io.store import open_store
+    from xafsflow.steps import normalize
 
-            plot_scan(args.out, args.png)
-        print(f"normalized -> {args.out}")
-        return 0
-    if cmd == "posterior":
-        from xafsflow.bayes.product import run_posterior
-        from xafsflow.io.store import open_store
-        from xafsflow.schemas import analysis_defaults
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, args.threads)))
+    params = kind_params(dict(open_store(args.raw_store).attrs)["kind"], args.params)
+    normalize(args.raw_store, args.out, params, threads=args.threads, mem_mb=args.mem_mb, seed=args.seed,
+              params_hash=args.params_hash, dashboard=args.dashboard)
+    if args.png:
+        from xafsflow.figures import plot_scan
 
-        _set_threads(1)  # one chain per worker process; numba kernels are serial
-        attrs = dict(open_store(args.scan_store).attrs)
-        params = args.params if args.params is not None else analysis_defaults("xanes")
-        res = run_posterior(args.scan_store, args.out, args.tsv, args.png, params,
-                            args.scan_id or attrs.get("scan_id", "scan"), args.seed, threads=args.threads,
-                            mem_mb=args.mem_mb, config_hash=args.config_hash, checkpoint_dir=args.checkpoint_dir)
-        print(f"posterior: K = {res.k_selected} (P = {res.p_k[res.ks.index(res.k_selected)]:.3f}) -> {args.out}")
-        return 0
-    if cmd == "summary":
-        from xafsflow.summary import write_summary
+        plot_scan(args.out, args.png)
+    return f"normalized -> {args.out}"
 
-        rows = write_summary(args.results, args.sheet, args.out, args.report)
-        failed = [r for r in rows if r["status"] != "ok"]
-        print(f"summary: {len(rows) - len(failed)} ok, {len(failed)} not ok -> {args.out}")
-        return 0
-    if cmd == "provenance":
-        from xafsflow.io.store import read_provenance
 
-        prov = read_provenance(args.store)
-        if args.json:
-            print(json.dumps(prov, indent=1))
-        else:
-            print(format_provenance(prov))
-        return 0
-    raise AssertionError(cmd)
+def _summary(args) -> str:
+    from xafsflow.summary import write_summary
+
+    rows = write_summary(args.results, args.sheet, args.out, args.report, config=args.config_json)
+    failed = [r for r in rows if r["status"] != "ok"]
+    return f"summary: {len(rows) - len(failed)} ok, {len(failed)} not ok -> {args.out}"
+
+
+def _provenance(args) -> str:
+    from xafsflow.io.store import read_provenance
+
+    prov = read_provenance(args.store)
+    return json.dumps(prov, indent=1) if args.json else format_provenance(prov)
 
 
 def format_provenance(prov: dict) -> str:
+    """A provenance record as text: identity, inputs with sha256, parameters, warnings."""
     lines = []
     for key in ("step", "xafsflow_version", "git_commit", "config_hash", "seed", "created", "host", "python"):
         lines.append(f"{key:17s} {prov.get(key)}")
@@ -168,6 +180,24 @@ def format_provenance(prov: dict) -> str:
     lines.append(f"warnings: {len(warns)}")
     lines += [f"  - {w}" for w in warns]
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command: outputs checked first, then the step; prints its report line."""
+    from xafsflow.io.store import check_writable
+
+    if args.command in {p.name for p in _products()} and args.seed is None:
+        args.seed = _schema_default("seed")
+    outs = [getattr(args, name) for name in getattr(args, "outputs", ()) if getattr(args, name, None)]
+    check_writable(*outs)
+    print(args.handler(args))
+    return 0
+
+
+def _products():
+    from xafsflow.products import registry
+
+    return registry()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,15 +27,75 @@ def schema_dir() -> Path:
     raise FileNotFoundError("xafsflow schemas not found; reinstall the package")
 
 
-@lru_cache(maxsize=None)
-def _load(name: str) -> dict:
-    with open(schema_dir() / f"{name}.schema.yaml") as fh:
+def _read(path: Path) -> dict:
+    with open(path) as fh:
         return yaml.safe_load(fh)
 
 
+@lru_cache(maxsize=None)
+def _load(name: str) -> dict:
+    schema = _read(schema_dir() / f"{name}.schema.yaml")
+    if name == "config":
+        schema = _with_products(schema)
+    return schema
+
+
+def _with_products(schema: dict) -> dict:
+    """The config schema with every product's parameter fragment in the kinds it takes.
+
+    Each product's fragment (``products/<name>.schema.yaml``) becomes
+    ``definitions.product_<name>`` (its own ``definitions`` join the schema's),
+    and ``analysis.<kind>.<params_key>`` refers to it for every kind of the product.
+    """
+    from xafsflow.products import registry
+
+    schema = copy.deepcopy(schema)
+    defs = schema.setdefault("definitions", {})
+    kinds = schema["properties"]["analysis"]["properties"]
+    for prod in registry():
+        frag = _read(schema_dir() / "products" / prod.schema_fragment)
+        for key, sub in frag.pop("definitions", {}).items():
+            if key in defs and defs[key] != sub:
+                raise ValueError(f"schema fragment of {prod.name} redefines definitions.{key}")
+            defs[key] = sub
+        defs[f"product_{prod.name}"] = frag
+        for kind in prod.kinds:
+            block = kinds[kind]
+            if "$ref" in block:  # inline the shared block before adding to it
+                ref = block["$ref"].rsplit("/", 1)[-1]
+                block = dict(copy.deepcopy(defs[ref]), default=block.get("default", {}))
+                kinds[kind] = block
+            block.setdefault("properties", {})[prod.params_key] = {
+                "$ref": f"#/definitions/product_{prod.name}", "default": {}}
+    return schema
+
+
 def load_schema(name: str) -> dict:
-    """Return a fresh copy of schema ``name`` (``"config"`` or ``"scans"``)."""
+    """Return a fresh copy of schema ``name`` (``"config"`` or ``"scans"``).
+
+    The config schema includes every product's parameter fragment.
+    """
     return copy.deepcopy(_load(name))
+
+
+def default(*path: str):
+    """The config schema's default at a key path, e.g. ``default("stack", "chunk_pixels")``."""
+    node = _load("config")
+    for key in path:
+        node = node["properties"][key]
+        if "$ref" in node:
+            node = dict(_load("config")["definitions"][node["$ref"].rsplit("/", 1)[-1]], **node)
+    return copy.deepcopy(node["default"])
+
+
+def formats_by_kind() -> dict[str, tuple[str, ...]]:
+    """The file formats each scan kind takes (the scan sheet schema's ``formats_by_kind``)."""
+    return {k: tuple(v) for k, v in _load("scans")["formats_by_kind"].items()}
+
+
+def enum(name: str, field: str) -> tuple[str, ...]:
+    """The allowed values of a scan sheet field (e.g. ``enum("scans", "kind")``)."""
+    return tuple(_load(name)["properties"][field]["enum"])
 
 
 def _validator_with_defaults(schema: dict):
@@ -65,8 +125,28 @@ def validate(instance: dict, schema: dict, *, defaults: bool = True) -> list[tup
     from jsonschema import Draft7Validator
 
     validator = _validator_with_defaults(schema) if defaults else Draft7Validator(schema)
+    return problems(validator, instance)
+
+
+def problems(validator, instance) -> list[tuple[str, str]]:
+    """``[(key path, message), ...]`` of a (compiled) validator on ``instance``, sorted by path."""
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     return [(_where(e), e.message) for e in errors]
+
+
+@lru_cache(maxsize=None)
+def compiled(name: str, kind: str | None = None, defaults: bool = True):
+    """A validator built once: of schema ``name``, or of its ``analysis.<kind>`` block.
+
+    Building a validator costs far more than using it, and a campaign validates
+    every row of its sheet: rows share these.
+    """
+    from jsonschema import Draft7Validator
+
+    schema = _load(name)
+    if kind is not None:
+        schema = dict(schema["properties"]["analysis"]["properties"][kind], definitions=schema["definitions"])
+    return _validator_with_defaults(schema) if defaults else Draft7Validator(schema)
 
 
 def analysis_defaults(kind: str) -> dict:

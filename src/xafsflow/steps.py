@@ -1,12 +1,15 @@
 """The ingest and normalize steps: raw files -> ingested store -> normalized scan store.
 
 These are the functions the CLI calls; each reads only its inputs and writes
-only its output store (atomically).
+only its output store (atomically). What a step does for each scan kind is
+looked up in a table (``INGEST_BY_KIND``, ``NORMALIZE_BY_KIND``) whose keys are
+the scan sheet schema's kinds.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +17,49 @@ import numpy as np
 from xafsflow.errors import AnalysisInputError, FileFormatError
 from xafsflow.io import store as st
 
-SPECTRUM_KINDS = ("xanes", "exafs", "xmcd")
+# Sheet fields that name columns of a spectrum file.
+COLUMN_FIELDS = ("energy", "i0", "itrans", "ifluor", "mu", "mu_minus")
+# Keywords of xafsflow.xas.normalize_edge among the config's normalize keys.
+NORMALIZE_KEYS = ("e0", "pre1", "pre2", "norm1", "norm2", "nnorm", "smooth_ev")
 
 
-# ----------------------------------------------------------------------------- ingest
-def _read_table(path: str, fmt: str):
-    """(labels, data, metadata, warnings, energy-or-None, energy_error-or-None)."""
+# ============================================================================ ingest
+@dataclass
+class _Table:
+    """One raw spectrum file as read: labels, data, metadata, warnings and its energy axis."""
+
+    labels: list[str]
+    data: np.ndarray
+    meta: dict
+    warnings: list[str]
+    energy: np.ndarray | None
+    energy_error: str | None
+
+
+def _read_table(path: str, fmt: str, mapping: dict) -> _Table:
+    """Read one spectrum file; the energy axis from the sheet's mapping or the file's own."""
+    from xafsflow.io.columns import pick_column
+
     if fmt == "xdi":
         from xafsflow.io.xdi import energy_axis, read_xdi
 
         x = read_xdi(path)
-        warnings = list(x.warnings)
+        t = _Table(x.column_labels, x.data, x.metadata(), list(x.warnings), None, None)
         try:
-            energy, ew = energy_axis(x)
-            warnings += list(ew)
-            err = None
+            t.energy, ew = energy_axis(x)
+            t.warnings += list(ew)
         except AnalysisInputError as exc:
-            energy, err = None, exc.reason
-        return x.column_labels, x.data, x.metadata(), warnings, energy, err
-    from xafsflow.io.columns import read_columns
+            t.energy_error = exc.reason
+    else:
+        from xafsflow.io.columns import read_columns
 
-    c = read_columns(path)
-    return c.labels, c.data, {"header": c.header, "column_labels": c.labels}, list(c.warnings), None, None
+        c = read_columns(path)
+        t = _Table(c.labels, c.data, {"header": c.header, "column_labels": c.labels}, list(c.warnings), None, None)
+    if "energy" in mapping:
+        t.energy, t.energy_error = pick_column(t.labels, t.data, mapping["energy"], path, "energy"), None
+    elif t.energy is None and t.energy_error is None:
+        t.energy_error = f"no energy column (columns: {', '.join(t.labels)}); name it in the sheet"
+    return t
 
 
 def _increasing(energy: np.ndarray, arrays: list[np.ndarray], path: str):
@@ -51,56 +75,64 @@ def _increasing(energy: np.ndarray, arrays: list[np.ndarray], path: str):
     return energy, arrays, []
 
 
+def _single_spectrum(table: _Table, mapping: dict, path: str) -> dict:
+    from xafsflow.io.columns import absorption
+
+    mu, how = absorption(table.labels, table.data, mapping, path)
+    energy, (mu,), warnings = _increasing(np.asarray(table.energy, dtype=np.float64), [mu], path)
+    return {"energy": energy, "mu": mu, "mu_from": how, "warnings": warnings}
+
+
+def xmcd_pair(tables: list[_Table], mapping: dict, paths: list[str]) -> dict:
+    """The two helicity spectra of an XMCD pair on one energy grid.
+
+    One file holds both helicities (``mu`` and the ``mu_minus`` column), or two
+    files hold one each (plus first); a minus scan on another grid is
+    interpolated onto the plus grid (with a warning).
+    """
+    from xafsflow.io.columns import pick_column
+
+    if len(tables) == 1:
+        plus = _single_spectrum(tables[0], mapping, paths[0])
+        minus = pick_column(tables[0].labels, tables[0].data, mapping["mu_minus"], paths[0], "mu_minus")
+        if tables[0].energy[0] > tables[0].energy[-1]:  # _single_spectrum reversed the axis
+            minus = minus[::-1].copy()
+        plus["mu_minus"] = minus
+        return plus
+    plus = _single_spectrum(tables[0], mapping, paths[0])
+    minus = _single_spectrum(tables[1], mapping, paths[1])
+    plus["warnings"] += minus["warnings"]
+    if minus["energy"].shape == plus["energy"].shape and np.allclose(minus["energy"], plus["energy"], atol=1e-3):
+        plus["mu_minus"] = minus["mu"]
+    else:
+        plus["warnings"].append("helicity scans on different energy grids: minus interpolated onto plus")
+        plus["mu_minus"] = np.interp(plus["energy"], minus["energy"], minus["mu"])
+    return plus
+
+
 def ingest_spectrum(paths: list[str], fmt: str, fields: dict) -> dict:
     """Read one spectrum (or an XMCD pair) into arrays and metadata.
 
     Returns a dict with ``energy`` (eV), ``mu`` (and ``mu_minus`` for a pair),
     ``metadata``, ``warnings`` and ``energy_error`` (why there is no energy axis,
-    for a file that is valid but not an absorption scan).
+    for a file that is valid but not an absorption scan; then ``labels`` and
+    ``table`` hold what was read).
     """
-    from xafsflow.io.columns import absorption, pick_column
-
-    mapping = {k: fields[k] for k in ("energy", "i0", "itrans", "ifluor", "mu", "mu_minus") if k in fields}
+    mapping = {k: fields[k] for k in COLUMN_FIELDS if k in fields}
     out: dict = {"metadata": {}, "warnings": [], "energy_error": None}
-    mus = []
-    energies = []
-    for idx, p in enumerate(paths):
-        labels, data, meta, warns, energy, err = _read_table(p, fmt)
-        out["metadata"][str(p)] = meta
-        out["warnings"] += [f"{Path(p).name}: {w}" for w in warns]
-        if "energy" in mapping:
-            energy = pick_column(labels, data, mapping["energy"], p, "energy")
-            err = None
-        if energy is None:
-            out["energy_error"] = err or f"no energy column (columns: {', '.join(labels)}); name it in the sheet"
-            out["labels"] = list(labels)
-            out["table"] = data
+    tables = []
+    for p in paths:
+        t = _read_table(p, fmt, mapping)
+        out["metadata"][str(p)] = t.meta
+        out["warnings"] += [f"{Path(p).name}: {w}" for w in t.warnings]
+        if t.energy is None:
+            out.update(energy_error=t.energy_error, labels=list(t.labels), table=t.data)
             return out
-        mu, how = absorption(labels, data, mapping, p)
-        out.setdefault("mu_from", []).append(how)
-        if idx == 0 and len(paths) == 1 and "mu_minus" in mapping:
-            mus.append(mu)
-            mus.append(pick_column(labels, data, mapping["mu_minus"], p, "mu_minus"))
-            energies += [energy, energy]
-        else:
-            mus.append(mu)
-            energies.append(energy)
-    e0 = np.asarray(energies[0], dtype=np.float64)
-    e0, arrs, w = _increasing(e0, [mus[0]] + ([mus[1]] if len(mus) > 1 and len(paths) == 1 else []), paths[0])
-    out["warnings"] += w
-    out["energy"] = e0
-    out["mu"] = arrs[0]
-    if len(mus) > 1:
-        if len(paths) == 1:
-            out["mu_minus"] = arrs[1]
-        else:
-            e1, (m1,), w1 = _increasing(np.asarray(energies[1], float), [mus[1]], paths[1])
-            out["warnings"] += w1
-            if e1.shape == e0.shape and np.allclose(e1, e0, atol=1e-3):
-                out["mu_minus"] = m1
-            else:
-                out["warnings"].append("helicity scans on different energy grids: minus interpolated onto plus")
-                out["mu_minus"] = np.interp(e0, e1, m1)
+        tables.append(t)
+    is_pair = len(paths) == 2 or "mu_minus" in mapping
+    spectra = xmcd_pair(tables, mapping, paths) if is_pair else _single_spectrum(tables[0], mapping, paths[0])
+    out["warnings"] += spectra.pop("warnings")
+    out.update(spectra)
     for key in ("mu", "mu_minus"):
         if key in out and not np.all(np.isfinite(out[key])):
             raise AnalysisInputError(f"{key} has non-finite values (check i0/itrans/ifluor)", paths[0])
@@ -122,238 +154,351 @@ def _element_edge(meta: dict, fields: dict, warnings: list[str]) -> tuple[str | 
     return el, edge
 
 
-def ingest(
-    scan_id: str,
-    kind: str,
-    fmt: str,
-    paths: list[str],
-    out: str | Path,
-    fields: dict | None = None,
-    energies: str | None = None,
-    chunk_pixels: int = 4096,
-    seed: int | None = None,
-    config_hash: str | None = None,
-) -> Path:
-    """Read raw file(s) of one scan and write its ingested store ``out``.
+@dataclass
+class IngestRequest:
+    """One scan to ingest: sheet row values, output and provenance settings."""
 
-    Nothing is written when the input is malformed (an :class:`InputError` is raised).
-    """
-    fields = dict(fields or {})
-    inputs = list(paths) + ([energies] if energies else [])
-    attrs = {"scan_id": scan_id, "kind": kind, "format": fmt, "sheet_fields": fields}
-    if kind in SPECTRUM_KINDS:
-        r = ingest_spectrum(paths, fmt, fields)
-        warnings = r["warnings"]
-        el, edge = _element_edge(r["metadata"], fields, warnings)
-        attrs.update(element=el, edge=edge, file_metadata=r["metadata"], energy_error=r["energy_error"])
-        prov = st.provenance("ingest", inputs, {"fields": fields}, seed, config_hash, warnings)
-        with st.atomic_store(out) as g:
-            if r["energy_error"]:
-                st.put_array(g, "table", r["table"], ("point", "column"))
-                attrs["table_labels"] = r["labels"]
-            else:
-                st.put_array(g, "energy", r["energy"], ("energy",), attrs={"units": "eV"})
-                st.put_array(g, "mu", r["mu"], ("energy",), attrs={"how": r["mu_from"][0]})
-                if "mu_minus" in r:
-                    st.put_array(g, "mu_minus", r["mu_minus"], ("energy",))
-            st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
-        return Path(out)
-    if kind == "stack":
-        return _ingest_stack(scan_id, fmt, paths[0], out, fields, energies, chunk_pixels, attrs, inputs, seed, config_hash)
-    if kind == "domain_image":
-        from xafsflow.io.stacks import read_image
+    scan_id: str
+    kind: str
+    fmt: str
+    paths: list[str]
+    out: Path
+    fields: dict = field(default_factory=dict)
+    energies: str | None = None
+    chunk_pixels: int = 4096
+    seed: int | None = None
+    params_hash: str | None = None
 
-        img, meta = read_image(paths[0])
-        warnings = []
-        px = fields.get("pixel_size") or meta.get("pixel_size_from_file")
-        if px is None:
-            warnings.append("no pixel size in the sheet or the file; lengths are in pixels")
-        attrs.update(pixel_size_um=px, file_metadata=meta)
-        prov = st.provenance("ingest", inputs, {"fields": fields}, seed, config_hash, warnings)
-        with st.atomic_store(out) as g:
-            st.put_array(g, "image", img, ("y", "x"))
-            st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
-        return Path(out)
-    raise ValueError(f"unknown kind {kind!r}")
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.paths) + ([self.energies] if self.energies else [])
+
+    def attrs(self) -> dict:
+        return {"scan_id": self.scan_id, "kind": self.kind, "format": self.fmt, "sheet_fields": self.fields}
+
+    def provenance(self, warnings: list[str], extra_params: dict | None = None) -> dict:
+        return st.provenance("ingest", self.inputs, {"fields": self.fields, **(extra_params or {})}, self.seed,
+                             self.params_hash, warnings)
 
 
-def _ingest_stack(scan_id, fmt, path, out, fields, energies_file, chunk_pixels, attrs, inputs, seed, config_hash):
-    import dask.array as da
+def _ingest_spectrum_kind(req: IngestRequest) -> None:
+    r = ingest_spectrum(req.paths, req.fmt, req.fields)
+    warnings = r["warnings"]
+    el, edge = _element_edge(r["metadata"], req.fields, warnings)
+    attrs = dict(req.attrs(), element=el, edge=edge, file_metadata=r["metadata"], energy_error=r["energy_error"])
+    prov = req.provenance(warnings)
+    with st.atomic_store(req.out) as g:
+        if r["energy_error"]:
+            st.put_array(g, "table", r["table"], ("point", "column"))
+            attrs["table_labels"] = r["labels"]
+        else:
+            st.put_array(g, "energy", r["energy"], ("energy",), attrs={"units": "eV"})
+            st.put_array(g, "mu", r["mu"], ("energy",), attrs={"how": r["mu_from"]})
+            if "mu_minus" in r:
+                st.put_array(g, "mu_minus", r["mu_minus"], ("energy",))
+        st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
 
+
+def _ingest_image(req: IngestRequest) -> None:
+    from xafsflow.io.stacks import read_image
+
+    img, meta = read_image(req.paths[0])
+    warnings = []
+    px = req.fields.get("pixel_size") or meta.get("pixel_size_from_file")
+    if px is None:
+        warnings.append("no pixel size in the sheet or the file; lengths are in pixels")
+    prov = req.provenance(warnings)
+    with st.atomic_store(req.out) as g:
+        st.put_array(g, "image", img, ("y", "x"))
+        st.set_attrs(g, **req.attrs(), pixel_size_um=px, file_metadata=meta, **{st.PROVENANCE_KEY: prov})
+
+
+def _open_stack(req: IngestRequest):
+    """(dask array (energy, y, x), energies, metadata, closer) of a TIFF or HDF5 stack."""
+    from xafsflow.distributed import scratch_dir
     from xafsflow.io import stacks
 
-    from xafsflow.distributed import scratch_dir
+    if req.fmt == "tiff_stack":
+        energies = stacks.read_energies(req.energies)
+        data, meta, closer = stacks.open_tiff_stack(req.paths[0], energies, req.chunk_pixels, scratch_dir())
+        return data, energies, meta, closer
+    data, energies, meta, closer = stacks.open_hdf5_stack(req.paths[0], req.fields["dataset"],
+                                                          req.fields.get("energy"), req.chunk_pixels)
+    return data, energies, meta, closer
 
-    closer = None
-    if fmt == "tiff_stack":
-        energies = stacks.read_energies(energies_file)
-        data, meta, closer = stacks.open_tiff_stack(path, energies, chunk_pixels, scratch_dir())
-        chunks = data.chunksize
-    else:
-        data, energies, meta, closer = stacks.open_hdf5_stack(path, fields["dataset"], fields.get("energy"),
-                                                              chunk_pixels)
-        chunks = data.chunksize
+
+def _ingest_stack(req: IngestRequest) -> None:
+    import dask.array as da
+
+    data, energies, meta, closer = _open_stack(req)
+    chunks = data.chunksize
     try:
         warnings: list[str] = []
         order = np.argsort(energies)
         if np.any(np.diff(energies[order]) <= 0):
-            raise FileFormatError("stack energies repeat; each frame needs its own energy", energies_file or path)
+            raise FileFormatError("stack energies repeat; each frame needs its own energy",
+                                  req.energies or req.paths[0])
         if not np.all(order == np.arange(energies.size)):
             warnings.append("stack frames were not in increasing energy; reordered")
             data = data[order].rechunk(chunks)
             energies = energies[order]
         data = data.astype(np.float32)
-        attrs.update(file_metadata=meta, pixel_size_um=fields.get("pixel_size"))
-        prov = st.provenance("ingest", inputs, {"fields": fields, "chunks": list(chunks)}, seed, config_hash, warnings)
-        with st.atomic_store(out) as g:
+        prov = req.provenance(warnings, {"chunks": list(chunks)})
+        with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energies, ("energy",), attrs={"units": "eV"})
             target = st.create_array(g, "mu", data.shape, np.float32, ("energy", "y", "x"), chunks)
             da.store(data, target, lock=False, compute=True)
-            st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
+            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=req.fields.get("pixel_size"),
+                         **{st.PROVENANCE_KEY: prov})
     finally:
         if closer is not None:
             closer.close()
+
+
+INGEST_BY_KIND = {
+    "xanes": _ingest_spectrum_kind,
+    "exafs": _ingest_spectrum_kind,
+    "xmcd": _ingest_spectrum_kind,
+    "stack": _ingest_stack,
+    "domain_image": _ingest_image,
+}
+
+
+def ingest(scan_id: str, kind: str, fmt: str, paths: list[str], out: str | Path, fields: dict | None = None,
+           energies: str | None = None, chunk_pixels: int = 4096, seed: int | None = None,
+           params_hash: str | None = None) -> Path:
+    """Read raw file(s) of one scan and write its ingested store ``out``.
+
+    Nothing is written when the input is malformed (an :class:`InputError` is raised).
+    """
+    if kind not in INGEST_BY_KIND:
+        raise ValueError(f"unknown kind {kind!r} (use {', '.join(INGEST_BY_KIND)})")
+    req = IngestRequest(scan_id, kind, fmt, list(paths), Path(out), dict(fields or {}), energies, chunk_pixels,
+                        seed, params_hash)
+    INGEST_BY_KIND[kind](req)
     return Path(out)
 
 
-# -------------------------------------------------------------------------- normalize
-def _norm_params(params: dict) -> dict:
-    p = dict(params.get("normalize", {}))
-    return {k: p[k] for k in ("e0", "pre1", "pre2", "norm1", "norm2", "nnorm", "smooth_ev") if k in p}
+# ========================================================================= normalize
+def normalize_keywords(params: dict) -> dict:
+    """The keywords of :func:`xafsflow.xas.normalize_edge` from a kind's analysis parameters."""
+    p = params.get("normalize", {})
+    return {k: p[k] for k in NORMALIZE_KEYS if k in p}
 
 
-def _quality(energy, mu, e0, step, element, edge, pre1, pre2) -> list[str]:
-    """Quality flags of one normalized spectrum (documented in the README)."""
+def _noise_sd(mu: np.ndarray) -> float:
+    """White-noise sd estimated from second differences (MAD)."""
+    resid = np.diff(mu, 2) / math.sqrt(6.0)
+    return float(np.median(np.abs(resid)) / 0.6745) if resid.size else 0.0
+
+
+def _table_edge(element: str | None, edge: str | None) -> float | None:
+    if not (element and edge):
+        return None
+    try:
+        from xraydb import xray_edge
+
+        return float(xray_edge(element, edge).energy)
+    except Exception:  # noqa: BLE001 - unknown element/edge: no tabulated energy
+        return None
+
+
+def spectrum_flags(energy, mu, res, element, edge, max_step_change: float) -> list[str]:
+    """Quality flags of one normalized spectrum (documented in the README).
+
+    ``res`` is the :class:`~xafsflow.xas.normalize.EdgeNormalization` of ``mu``.
+    """
+    from xafsflow.xas.normalize import edge_step_stability
+
+    e0, step, p = float(res.e0), float(res.edge_step), res.params
     flags = []
-    npre = int(np.sum((energy >= e0 + pre1) & (energy <= e0 + pre2)))
+    npre = int(np.sum((energy >= e0 + p["pre1"]) & (energy <= e0 + p["pre2"])))
     if npre < 10:
         flags.append(f"short_pre_edge({npre} points)")
-    resid = np.diff(mu, 2) / math.sqrt(6.0)  # white noise sd estimate from second differences
-    noise = float(np.median(np.abs(resid)) / 0.6745) if resid.size else 0.0
+    noise = _noise_sd(mu)
     if noise > 0 and step < 10 * noise:
         flags.append(f"low_edge_step(step/noise={step / noise:.1f})")
-    if element and edge:
-        try:
-            from xraydb import xray_edge
-
-            tab = float(xray_edge(element, edge).energy)
-            if abs(e0 - tab) > 25:
-                flags.append(f"e0_far_from_table({e0:.1f} vs {element} {edge} {tab:.1f} eV)")
-        except Exception:  # noqa: BLE001 - unknown element/edge: no flag
-            pass
+    tab = _table_edge(element, edge)
+    if tab is not None and abs(e0 - tab) > 25:
+        flags.append(f"e0_far_from_table({e0:.1f} vs {element} {edge} {tab:.1f} eV)")
+    stab = edge_step_stability(energy, mu, e0, p["pre1"], p["pre2"], p["norm1"], p["norm2"], p["nnorm"])
+    if stab["relative_change"] > max_step_change:
+        flags.append(f"edge_step_unstable({100 * stab['relative_change']:.0f} %)")
     return flags
 
 
-def normalize(raw_store: str | Path, out: str | Path, params: dict, threads: int = 1, mem_mb: int = 2000,
-              seed: int | None = None, config_hash: str | None = None) -> Path:
-    """Normalize an ingested scan into its scan store ``out``."""
+@dataclass
+class NormalizeRequest:
+    """One ingested scan to normalize, with its parameters and provenance settings."""
+
+    raw_store: Path
+    out: Path
+    params: dict
+    threads: int = 1
+    mem_mb: int = 2000
+    seed: int | None = None
+    params_hash: str | None = None
+    dashboard: bool = False
+
+    def __post_init__(self):
+        from xafsflow.campaign import kind_params
+
+        self.group = st.open_store(self.raw_store)
+        self.attrs = dict(self.group.attrs)
+        self.params = kind_params(self.attrs["kind"], self.params)  # completed with the schema's defaults
+        inprov = self.attrs.get(st.PROVENANCE_KEY, {})
+        self.raw_inputs = inprov.get("inputs", {})
+        self.warnings = list(inprov.get("warnings", []))
+        self.source = next(iter(self.raw_inputs), str(self.raw_store))
+        self.base = {k: self.attrs.get(k) for k in
+                     ("scan_id", "kind", "format", "element", "edge", "pixel_size_um", "sheet_fields")}
+
+    @property
+    def keywords(self) -> dict:
+        return normalize_keywords(self.params)
+
+    def provenance(self, params: dict) -> dict:
+        return st.provenance("normalize", [], params, self.seed, self.params_hash, self.warnings,
+                             extra={"raw_inputs": self.raw_inputs})
+
+
+def normalize_xmcd_pair(energy, mu_plus, mu_minus, keywords: dict):
+    """Normalize an XMCD pair: E0 and edge step from the helicity average, a pre-edge line per helicity.
+
+    Returns ``(average, norm_plus, norm_minus)``: the
+    :class:`~xafsflow.xas.normalize.EdgeNormalization` of the average and both
+    helicities over the average's edge step.
+    """
     from xafsflow.xas.normalize import normalize_edge
 
-    g_in = st.open_store(raw_store)
-    attrs = dict(g_in.attrs)
-    kind = attrs["kind"]
-    inprov = attrs.get(st.PROVENANCE_KEY, {})
-    base = {k: attrs.get(k) for k in ("scan_id", "kind", "format", "element", "edge", "pixel_size_um", "sheet_fields")}
-    warnings = list(inprov.get("warnings", []))
-    npar = _norm_params(params)
-    inputs_sha = inprov.get("inputs", {})
-    if kind in SPECTRUM_KINDS:
-        if attrs.get("energy_error"):
-            raise AnalysisInputError(
-                f"not an absorption scan: {attrs['energy_error']}; normalization needs an energy axis",
-                next(iter(inputs_sha), raw_store),
-            )
-        energy = g_in["energy"][...]
-        mu = g_in["mu"][...]
-        src = next(iter(inputs_sha), str(raw_store))
-        try:
-            if kind == "xmcd":
-                mm = g_in["mu_minus"][...]
-                avg = normalize_edge(energy, 0.5 * (mu + mm), **npar)
-                fixed = dict(npar, e0=float(avg.e0))
-                rp = normalize_edge(energy, mu, **fixed)
-                rm = normalize_edge(energy, mm, **fixed)
-                res = avg
-            else:
-                res = normalize_edge(energy, mu, **npar)
-        except AnalysisInputError as exc:
-            raise AnalysisInputError(exc.reason, src) from None
-        e0, step = float(res.e0), float(res.edge_step)
-        flags = _quality(energy, mu, e0, step, base["element"], base["edge"],
-                         res.params.get("pre1", -150), res.params.get("pre2", -30))
-        prov = st.provenance("normalize", [], {"normalize": res.params}, seed, config_hash, warnings,
-                             extra={"raw_inputs": inputs_sha})
-        with st.atomic_store(out) as g:
-            st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
-            st.put_array(g, "mu", mu, ("energy",))
-            st.put_array(g, "pre_edge", res.pre_edge, ("energy",))
-            st.put_array(g, "post_edge", res.post_edge, ("energy",))
-            st.put_array(g, "norm", res.norm, ("energy",))
-            st.put_array(g, "flat", res.flat, ("energy",))
-            if kind == "xmcd":
-                n_plus = (mu - rp.pre_edge) / step
-                n_minus = (mm - rm.pre_edge) / step
-                st.put_array(g, "mu_minus", mm, ("energy",))
-                st.put_array(g, "norm_plus", n_plus, ("energy",))
-                st.put_array(g, "norm_minus", n_minus, ("energy",))
-                st.put_array(g, "xmcd", n_plus - n_minus, ("energy",),
-                             attrs={"definition": "norm_plus - norm_minus, both over the average's edge step"})
-            st.set_attrs(g, **base, e0=e0, edge_step=step, flags=flags, **{st.PROVENANCE_KEY: prov})
-        return Path(out)
-    if kind == "stack":
-        return _normalize_stack(g_in, base, out, npar, threads, mem_mb, warnings, inputs_sha, seed, config_hash)
-    if kind == "domain_image":
-        img = g_in["image"][...]
-        sd = float(img.std())
-        if sd == 0:
-            raise AnalysisInputError("domain image is constant; nothing to analyse",
-                                     next(iter(inputs_sha), raw_store))
-        prov = st.provenance("normalize", [], {"standardize": "zero mean, unit variance"}, seed, config_hash,
-                             warnings, extra={"raw_inputs": inputs_sha})
-        with st.atomic_store(out) as g:
-            st.put_array(g, "image", img, ("y", "x"))
-            st.put_array(g, "image_std", (img - img.mean()) / sd, ("y", "x"))
-            st.set_attrs(g, **base, flags=[], **{st.PROVENANCE_KEY: prov})
-        return Path(out)
-    raise ValueError(f"unknown kind {kind!r}")
+    avg = normalize_edge(energy, 0.5 * (mu_plus + mu_minus), **keywords)
+    fixed = dict(keywords, e0=float(avg.e0))
+    rp = normalize_edge(energy, mu_plus, **fixed)
+    rm = normalize_edge(energy, mu_minus, **fixed)
+    step = float(avg.edge_step)
+    return avg, (mu_plus - rp.pre_edge) / step, (mu_minus - rm.pre_edge) / step
 
 
-def _normalize_stack(g_in, base, out, npar, threads, mem_mb, warnings, inputs_sha, seed, config_hash):
+def _spectrum_arrays(req: NormalizeRequest):
+    if req.attrs.get("energy_error"):
+        raise AnalysisInputError(
+            f"not an absorption scan: {req.attrs['energy_error']}; normalization needs an energy axis", req.source)
+    energy = req.group["energy"][...]
+    mu = req.group["mu"][...]
+    return energy, mu
+
+
+def _write_spectrum_store(req: NormalizeRequest, energy, mu, res, extra_arrays: dict) -> None:
+    flags = spectrum_flags(energy, mu, res, req.base["element"], req.base["edge"],
+                           req.params["normalize"]["max_step_change"])
+    prov = req.provenance({"normalize": res.params})
+    with st.atomic_store(req.out) as g:
+        st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
+        st.put_array(g, "mu", mu, ("energy",))
+        for name in ("pre_edge", "post_edge", "norm", "flat"):
+            st.put_array(g, name, getattr(res, name), ("energy",))
+        for name, (arr, attrs) in extra_arrays.items():
+            st.put_array(g, name, arr, ("energy",), attrs=attrs)
+        st.set_attrs(g, **req.base, e0=float(res.e0), edge_step=float(res.edge_step), flags=flags,
+                     **{st.PROVENANCE_KEY: prov})
+
+
+def _normalize_spectrum(req: NormalizeRequest) -> None:
+    from xafsflow.xas.normalize import normalize_edge
+
+    energy, mu = _spectrum_arrays(req)
+    try:
+        res = normalize_edge(energy, mu, **req.keywords)
+    except AnalysisInputError as exc:
+        raise AnalysisInputError(exc.reason, req.source) from None
+    _write_spectrum_store(req, energy, mu, res, {})
+
+
+def _normalize_xmcd(req: NormalizeRequest) -> None:
+    energy, mu = _spectrum_arrays(req)
+    mm = req.group["mu_minus"][...]
+    try:
+        res, n_plus, n_minus = normalize_xmcd_pair(energy, mu, mm, req.keywords)
+    except AnalysisInputError as exc:
+        raise AnalysisInputError(exc.reason, req.source) from None
+    _write_spectrum_store(req, energy, mu, res, {
+        "mu_minus": (mm, None),
+        "norm_plus": (n_plus, None),
+        "norm_minus": (n_minus, None),
+        "xmcd": (n_plus - n_minus, {"definition": "norm_plus - norm_minus, both over the average's edge step"}),
+    })
+
+
+def _normalize_image(req: NormalizeRequest) -> None:
+    img = req.group["image"][...]
+    sd = float(img.std())
+    if sd == 0:
+        raise AnalysisInputError("domain image is constant; nothing to analyse", req.source)
+    prov = req.provenance({"standardize": "zero mean, unit variance"})
+    with st.atomic_store(req.out) as g:
+        st.put_array(g, "image", img, ("y", "x"))
+        st.put_array(g, "image_std", (img - img.mean()) / sd, ("y", "x"))
+        st.set_attrs(g, **req.base, flags=[], **{st.PROVENANCE_KEY: prov})
+
+
+def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
     from xafsflow.distributed import client
     from xafsflow.xas.normalize import normalize_stack
 
-    energy = g_in["energy"][...]
-    raw = g_in["mu"]
+    energy = req.group["energy"][...]
+    raw = req.group["mu"]
     ne, ny, nx = raw.shape
     chunks = raw.chunks
     mu = da.from_zarr(raw).astype(np.float64)
     flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
-    with client(threads, mem_mb):
-        res = normalize_stack(energy, flat_mu, **npar)
-        with st.atomic_store(out) as g:
+    cube, plane = ("energy", "y", "x"), ("y", "x")
+    with client(req.threads, req.mem_mb, dashboard=req.dashboard):
+        res = normalize_stack(energy, flat_mu, **req.keywords)
+        with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
-            targets = {
-                "norm": st.create_array(g, "norm", (ne, ny, nx), np.float32, ("energy", "y", "x"), chunks),
-                "flat": st.create_array(g, "flat", (ne, ny, nx), np.float32, ("energy", "y", "x"), chunks),
-                "e0": st.create_array(g, "e0", (ny, nx), np.float64, ("y", "x"), chunks[1:], {"units": "eV"}),
-                "edge_step": st.create_array(g, "edge_step", (ny, nx), np.float64, ("y", "x"), chunks[1:]),
-            }
+            targets = [
+                st.create_array(g, "norm", (ne, ny, nx), np.float32, cube, chunks),
+                st.create_array(g, "flat", (ne, ny, nx), np.float32, cube, chunks),
+                st.create_array(g, "e0", (ny, nx), np.float64, plane, chunks[1:], {"units": "eV"}),
+                st.create_array(g, "edge_step", (ny, nx), np.float64, plane, chunks[1:]),
+            ]
             sources = [
                 res["norm"].reshape(ne, ny, nx).astype(np.float32).rechunk(chunks),
                 res["flat"].reshape(ne, ny, nx).astype(np.float32).rechunk(chunks),
                 res["e0"].reshape(ny, nx).rechunk(chunks[1:]),
                 res["edge_step"].reshape(ny, nx).rechunk(chunks[1:]),
             ]
-            da.store(sources, list(targets.values()), lock=False, compute=True)
-            e0map = targets["e0"][...]
-            stepmap = targets["edge_step"][...]
+            da.store(sources, targets, lock=False, compute=True)
+            e0map, stepmap = targets[2][...], targets[3][...]
             flags = []
             if np.any(stepmap <= 0):
                 flags.append(f"nonpositive_edge_step({int(np.sum(stepmap <= 0))} pixels)")
-            prov = st.provenance("normalize", [], {"normalize": npar, "chunks": list(chunks)}, seed, config_hash,
-                                 warnings, extra={"raw_inputs": inputs_sha})
-            st.set_attrs(g, **base, e0=float(np.median(e0map)), edge_step=float(np.median(stepmap)),
+            prov = req.provenance({"normalize": req.keywords, "chunks": list(chunks)})
+            st.set_attrs(g, **req.base, e0=float(np.median(e0map)), edge_step=float(np.median(stepmap)),
                          flags=flags, **{st.PROVENANCE_KEY: prov})
+
+
+NORMALIZE_BY_KIND = {
+    "xanes": _normalize_spectrum,
+    "exafs": _normalize_spectrum,
+    "xmcd": _normalize_xmcd,
+    "stack": _normalize_stack,
+    "domain_image": _normalize_image,
+}
+
+
+def normalize(raw_store: str | Path, out: str | Path, params: dict, threads: int = 1, mem_mb: int = 2000,
+              seed: int | None = None, params_hash: str | None = None, dashboard: bool = False) -> Path:
+    """Normalize an ingested scan into its scan store ``out``.
+
+    ``params`` are the scan kind's analysis parameters (its ``normalize`` block);
+    keys left out take the schema's defaults.
+    """
+    req = NormalizeRequest(Path(raw_store), Path(out), params, threads, mem_mb, seed, params_hash, dashboard)
+    kind = req.attrs["kind"]
+    if kind not in NORMALIZE_BY_KIND:
+        raise ValueError(f"unknown kind {kind!r} (use {', '.join(NORMALIZE_BY_KIND)})")
+    NORMALIZE_BY_KIND[kind](req)
     return Path(out)

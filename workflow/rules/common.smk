@@ -1,29 +1,35 @@
-# Configuration and scan sheet: validated before any job runs.
+# Configuration and scan sheet: validated (with the schema's defaults filled in)
+# before any job runs; paths from xafsflow.layout, products from the registry.
 import json
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from xafsflow.campaign import load_campaign
 from xafsflow.errors import InputError
+from xafsflow.layout import Layout
+from xafsflow.products import registry
 from xafsflow.simulate.demo import DEMO_FILES
 
-# The schema holds every default; validate() fills them in.
-validate(config, "../schemas/config.schema.yaml")
-
-DEMO_DIR = config["demo"]["directory"]
-DEMO_OUTPUTS = [f"{DEMO_DIR}/{name}" for name in DEMO_FILES] if config["demo"]["generate"] else []
+CONFIG_SOURCE = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+if workflow.config_settings.overwrite_config and not workflow.overwrite_configfiles:
+    CONFIG_SOURCE += " (with --config)"
 
 try:
-    CAMPAIGN = load_campaign(config, produced=set(DEMO_OUTPUTS))
+    _demo = config.get("demo") or {}
+    DEMO_DIR = _demo.get("directory", "resources/demo")
+    DEMO_OUTPUTS = [f"{DEMO_DIR}/{name}" for name in DEMO_FILES] if _demo.get("generate") else []
+    CAMPAIGN = load_campaign(config, produced=set(DEMO_OUTPUTS), source=CONFIG_SOURCE)
 except InputError as exc:
     raise WorkflowError(f"invalid campaign: {exc}") from None
 
-RESULTS = str(CAMPAIGN.results)
-CONFIG_HASH = CAMPAIGN.config_hash
+# The validated config, defaults filled in: what every rule reads.
+CONFIG = CAMPAIGN.config
+LAYOUT = CAMPAIGN.layout
+PRODUCTS = registry()
+PRODUCTS_BY_NAME = {p.name: p for p in PRODUCTS}
 # Run the CLI with the interpreter that runs Snakemake (same environment on SLURM nodes).
 XAFSFLOW = f"{sys.executable} -m xafsflow"
+DASHBOARD = "--dashboard" if CONFIG["dask"]["dashboard"] else ""
 
 
 wildcard_constraints:
@@ -35,8 +41,7 @@ def scan_of(wildcards):
 
 
 def raw_inputs(wildcards):
-    scan = scan_of(wildcards)
-    return scan.paths
+    return scan_of(wildcards).paths
 
 
 def energies_input(wildcards):
@@ -48,17 +53,37 @@ def sheet_fields_json(wildcards):
     return json.dumps(scan_of(wildcards).fields, sort_keys=True)
 
 
-def params_json(wildcards):
-    return json.dumps(scan_of(wildcards).params, sort_keys=True)
+def params_json(block):
+    """params entry: the scan's resolved ``block`` (e.g. normalize) as JSON, for the step's --params."""
+    def block_json(wildcards):
+        params = scan_of(wildcards).params
+        return json.dumps({block: params[block]} if block in params else {}, sort_keys=True)
+
+    return block_json
+
+
+def step_hash(step):
+    """params entry: the hash of this step's own resolved parameters (a change reruns this step only)."""
+    return lambda wildcards: CAMPAIGN.step_hash(wildcards.scan_id, step)
 
 
 def is_stack(wildcards):
     return scan_of(wildcards).kind == "stack"
 
 
-def posterior_ids():
-    """Scans that get the posterior product (kind xanes, enabled in their parameters)."""
-    return [s.scan_id for s in CAMPAIGN.scans if s.kind == "xanes" and s.params.get("posterior", {}).get("enabled")]
+def product_targets(product):
+    """Stores of ``product`` for every scan that gets it."""
+    return [str(LAYOUT.product_store(product, s)) for s in CAMPAIGN.product_ids(product)]
 
 
-POSTERIOR_PRODUCTS = expand(f"{RESULTS}/posterior/{{scan_id}}.zarr", scan_id=posterior_ids())
+def product_outputs(product):
+    """Output patterns of a per-scan product rule: store, table and figure."""
+    return dict(
+        store=directory(str(LAYOUT.product_store(product, "{scan_id}"))),
+        tsv=str(LAYOUT.product_table(product, "{scan_id}")),
+        png=report(str(LAYOUT.product_figure(product, "{scan_id}")),
+                   caption=f"../report/{product.name}.rst", category=product.name),
+    )
+
+
+ALL_PRODUCT_TARGETS = [t for p in PRODUCTS for t in product_targets(p)]

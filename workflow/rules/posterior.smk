@@ -1,30 +1,30 @@
 # Posterior product: replica-exchange Monte Carlo over K, free energy, P(K | data).
+_POSTERIOR = PRODUCTS_BY_NAME["posterior"]
 
 
 rule posterior:
     input:
-        f"{RESULTS}/scans/{{scan_id}}.zarr",
+        str(LAYOUT.scan_store("{scan_id}")),
     output:
-        store=directory(f"{RESULTS}/posterior/{{scan_id}}.zarr"),
-        tsv=f"{RESULTS}/posterior/{{scan_id}}.tsv",
-        png=report(f"{RESULTS}/posterior/{{scan_id}}.png", caption="../report/posterior.rst", category="Posterior"),
+        **product_outputs(_POSTERIOR),
     params:
-        analysis=params_json,
-        seed=config["seed"],
-        config_hash=CONFIG_HASH,
+        analysis=params_json(_POSTERIOR.params_key),
+        seed=CONFIG["seed"],
+        hash=step_hash("posterior"),
+        dashboard=DASHBOARD,
         cli=XAFSFLOW,
         # outside the outputs, so --rerun-incomplete does not delete it: an interrupted job resumes
-        checkpoints=lambda wc: f"{RESULTS}/checkpoints/posterior/{wc.scan_id}",
+        checkpoints=lambda wc: str(LAYOUT.checkpoints("posterior", wc.scan_id)),
     threads: 2
     resources:
         mem_mb=2000,
         runtime=120,
     log:
-        f"{RESULTS}/logs/posterior/{{scan_id}}.log",
+        str(LAYOUT.log("posterior", "{scan_id}")),
     benchmark:
-        f"{RESULTS}/benchmarks/posterior/{{scan_id}}.tsv"
+        str(LAYOUT.benchmark("posterior", "{scan_id}"))
     shell:
         "NUMBA_NUM_THREADS=1 {params.cli} posterior {input:q} --scan-id {wildcards.scan_id}"
-        " --params {params.analysis:q} --threads {threads} --mem-mb {resources.mem_mb}"
-        " --checkpoint-dir {params.checkpoints:q} --seed {params.seed} --config-hash {params.config_hash}"
+        " --params {params.analysis:q} --threads {threads} --mem-mb {resources.mem_mb} {params.dashboard}"
+        " --checkpoint-dir {params.checkpoints:q} --seed {params.seed} --params-hash {params.hash}"
         " --out {output.store:q} --tsv {output.tsv:q} --png {output.png:q} > {log:q} 2>&1"

@@ -6,9 +6,9 @@ rule simulate_demo:
         DEMO_OUTPUTS or [f"{DEMO_DIR}/truth.json"],
     params:
         directory=lambda wc, output: Path(output[0]).parent,
-        seed=config["seed"],
+        seed=CONFIG["seed"],
         cli=XAFSFLOW,
     log:
-        f"{RESULTS}/logs/simulate_demo/demo.log",
+        str(LAYOUT.log("simulate_demo", "demo")),
     shell:
         "{params.cli} simulate demo {params.directory:q} --seed {params.seed} > {log:q} 2>&1"

@@ -178,3 +178,25 @@ def xanes_model(K: int, e_lo: float, e_hi: float, e0: float, priors: dict | None
             ps.append(prior_from_config(pri[key], f"{key}_{k}"))
             names.append(f"{key}_{k}")
     return SpectralModel("xanes", K, ps, names, COMP_GAUSS_AREA, BG_XANES, len(XANES_BG_NAMES))
+
+
+MODEL_FAMILIES = {
+    "peaks": ("a", "mu", "b"),
+    "xanes": XANES_BG_NAMES + ("area", "centre", "width"),
+}
+
+
+def check_priors(model: str, priors: dict) -> None:
+    """Refuse configured priors that name no parameter family of ``model`` or are improper.
+
+    Runs before any data are read (``snakemake -n``), so it checks each prior on
+    its own; priors that depend on the data (default centre ranges) are built later.
+    """
+    from xafsflow.errors import AnalysisInputError
+
+    families = MODEL_FAMILIES[model]
+    for name, spec in priors.items():
+        if name not in families:
+            raise AnalysisInputError(f"prior of {name}: the {model} model has no parameter family {name!r} "
+                                     f"(use {', '.join(families)})")
+        prior_from_config(spec, name)

@@ -101,6 +101,21 @@ def column_labels(path: str | Path, fmt: str) -> list[str]:
     return read_columns(path).labels
 
 
+def count_data_rows(path: str | Path) -> int:
+    """Lines of a spectrum file that start like a number: an upper bound on its data rows, read cheaply.
+
+    Used before any job runs to refuse parameters no spectrum of the file can
+    support, so it must not parse the file (a campaign has thousands).
+    """
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            s = line.lstrip()
+            if s[:1] and s[:1] in b"0123456789+-.":
+                n += 1
+    return n
+
+
 def pick_column(labels: list[str], data: np.ndarray, spec: str, path: str, what: str) -> np.ndarray:
     """Column ``spec`` (a label, case-insensitive, or a 1-based index) of ``data``."""
     if spec.isdigit():
@@ -120,15 +135,15 @@ def pick_column(labels: list[str], data: np.ndarray, spec: str, path: str, what:
 _AUTO_MU = (("mutrans",), ("mufluor",), ("mu",), ("i0", "itrans"), ("i0", "ifluor"))
 
 
-def absorption(labels: list[str], data: np.ndarray, mapping: dict, path: str, mu_key: str = "mu") -> tuple[np.ndarray, str]:
+def absorption(labels: list[str], data: np.ndarray, mapping: dict, path: str) -> tuple[np.ndarray, str]:
     """mu(E) from a table and a column mapping, and a description of how it was made.
 
     ``mapping`` may name ``mu`` directly, or ``i0`` with ``itrans`` (mu = ln(i0/itrans))
     or ``ifluor`` (mu = ifluor/i0). Without a mapping the XDI names are tried in order:
     mutrans, mufluor, mu, i0+itrans, i0+ifluor.
     """
-    if mu_key in mapping:
-        return pick_column(labels, data, mapping[mu_key], path, mu_key), f"column {mapping[mu_key]}"
+    if "mu" in mapping:
+        return pick_column(labels, data, mapping["mu"], path, "mu"), f"column {mapping['mu']}"
     if "i0" in mapping and ("itrans" in mapping or "ifluor" in mapping):
         cols = {k: pick_column(labels, data, mapping[k], path, k) for k in ("i0", "itrans", "ifluor") if k in mapping}
         return _from_intensities(cols, path)

@@ -1,4 +1,10 @@
-"""The posterior product of one normalized XANES scan: store, TSV summary and figure."""
+"""The posterior product: Bayesian spectral decomposition of one normalized XANES scan.
+
+Science in :mod:`xafsflow.bayes` (no I/O); this module reads the scan store,
+runs :func:`xafsflow.bayes.posterior.analyse` and writes the product's store,
+TSV and PNG, and tells the workflow what it needs (registry entry, parameter
+checks before any job runs, summary fields).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,42 @@ from pathlib import Path
 
 import numpy as np
 
-from xafsflow.bayes.posterior import PosteriorResult, PosteriorSpec, analyse, summarize
-from xafsflow.bayes.remc import ChainSettings
-from xafsflow.errors import AnalysisInputError
+from xafsflow.errors import AnalysisInputError, InputError
 from xafsflow.io import store as st
+from xafsflow.products import Product
+
+PRODUCT = Product(
+    name="posterior",
+    directory="posterior",
+    kinds=("xanes",),
+    params_key="posterior",
+    summary_fields=("K", "P_K", "sigma", "max_rhat", "min_exchange"),
+    description="Bayesian spectral decomposition of a normalized XANES scan (replica exchange, free energy)",
+    module=__name__,
+)
+
+# background parameters of each model (added to 3 per component) for the points check
+_BACKGROUND_PARAMS = {"xanes": 7, "peaks": 0}
 
 
-def spec_from_params(p: dict, e0: float | None) -> PosteriorSpec:
-    """A :class:`PosteriorSpec` from the validated ``posterior`` config block."""
+def add_arguments(p) -> None:
+    """Options of ``xafsflow posterior`` beyond the common ones."""
+    p.add_argument("--checkpoint-dir", default=None, help="where chains checkpoint (kept until the product is complete)")
+
+
+def spec_from_params(p: dict, e0: float | None):
+    """A :class:`~xafsflow.bayes.posterior.PosteriorSpec` from the validated ``posterior`` block."""
+    from xafsflow.bayes.posterior import PosteriorSpec
+
+    return PosteriorSpec(model=p["model"], k_min=p["k_min"], k_max=p["k_max"], replicas=p["replicas"],
+                         runs=p["runs"], sigma=p["sigma"], ladder=p["ladder"], b_max_factor=p["b_max_factor"],
+                         settings=chain_settings(p), priors=p.get("priors") or {}, e0=e0)
+
+
+def chain_settings(p: dict):
+    """The sampler's :class:`~xafsflow.bayes.remc.ChainSettings`; an AnalysisInputError if inconsistent."""
+    from xafsflow.bayes.remc import ChainSettings
+
     settings = ChainSettings(sweeps=p["sweeps"], burn_in=p["burn_in"], thin=p["thin"], block=p["block"],
                              adapt_every=p["block"], target_acceptance=p["target_acceptance"],
                              checkpoint_every=p["checkpoint_every"])
@@ -24,9 +58,51 @@ def spec_from_params(p: dict, e0: float | None) -> PosteriorSpec:
         settings.check()
     except ValueError as exc:
         raise AnalysisInputError(f"posterior settings: {exc}") from None
-    return PosteriorSpec(model=p["model"], k_min=p["k_min"], k_max=p["k_max"], replicas=p["replicas"],
-                         runs=p["runs"], sigma=p["sigma"], ladder=p["ladder"], b_max_factor=p["b_max_factor"],
-                         settings=settings, priors=p.get("priors") or {}, e0=e0)
+    return settings
+
+
+def check(params: dict, n_points: int | None = None) -> list[str]:
+    """Problems with a resolved ``posterior`` block, found without running anything.
+
+    Parameters
+    ----------
+    params : dict
+        The validated ``posterior`` block of one scan.
+    n_points : int, optional
+        Data rows of the scan's raw file, when it exists: an upper bound on the
+        points in the fitted range, so a K range no spectrum of this file can
+        support is refused before any job runs.
+
+    Returns
+    -------
+    list of str
+        One message per problem, in the words the job itself would use.
+    """
+    from xafsflow.bayes.models import check_priors
+
+    problems = []
+    try:
+        chain_settings(params)
+    except AnalysisInputError as exc:
+        problems.append(exc.reason)
+    if params["k_min"] > params["k_max"]:
+        problems.append(f"K range [{params['k_min']}, {params['k_max']}] is empty (k_min > k_max)")
+    lo, hi = params["fit_range"]
+    if not lo < hi:
+        problems.append(f"fit_range [{lo}, {hi}] is not ordered (start below end, eV from E0)")
+    if params["ladder"] is not None and params["sigma"] is not None:
+        top = max(params["ladder"])
+        if abs(top * params["sigma"] ** 2 - 1.0) > 1e-9:
+            problems.append(f"with a fixed sigma the ladder must end at 1/sigma^2 = {1 / params['sigma'] ** 2:g}")
+    try:
+        check_priors(params["model"], params.get("priors") or {})
+    except InputError as exc:
+        problems.append(exc.reason)
+    p_max = _BACKGROUND_PARAMS[params["model"]] + 3 * params["k_max"]
+    if n_points is not None and n_points < 3 * p_max:
+        problems.append(f"{n_points} points cannot support K up to {params['k_max']} ({p_max} parameters; "
+                        f"need at least {3 * p_max} points): lower k_max or widen the fitted range")
+    return problems
 
 
 def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float, str]:
@@ -46,7 +122,8 @@ def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float, s
     return e[m], y[m], e0, src
 
 
-def quality_flags(res: PosteriorResult, q: dict) -> list[str]:
+def quality_flags(res, q: dict) -> list[str]:
+    """The product's flags for ``summary.tsv`` (thresholds from the ``quality`` block)."""
     flags = []
     ent = res.per_k[res.k_selected]
     p_sel = float(res.p_k[res.ks.index(res.k_selected)])
@@ -63,13 +140,47 @@ def quality_flags(res: PosteriorResult, q: dict) -> list[str]:
         flags.append(f"runs_disagree(dF={spread:.1f})")
     if res.noise is not None and res.noise["at_ladder_edge"]:
         flags.append("sigma_at_ladder_edge")
+    if q["k_at_limit"] and res.k_selected == max(res.ks):
+        flags.append(f"k_at_limit(K={res.k_selected})")
     return flags
 
 
+def run(args) -> str:
+    """``xafsflow posterior``: analyse one scan store and write its store, TSV and PNG."""
+    from xafsflow.products._common import load_params, scan_kind
+
+    attrs = dict(st.open_store(args.scan_store).attrs)
+    params = load_params(args, scan_kind(PRODUCT, attrs, args.scan_store))
+    res = run_posterior(args.scan_store, args.out, args.tsv, args.png, params,
+                        args.scan_id or attrs.get("scan_id", "scan"), args.seed, threads=args.threads,
+                        mem_mb=args.mem_mb, params_hash=args.params_hash, checkpoint_dir=args.checkpoint_dir,
+                        dashboard=args.dashboard)
+    return f"posterior: K = {res.k_selected} (P = {res.p_k[res.ks.index(res.k_selected)]:.3f}) -> {args.out}"
+
+
+def summary(attrs: dict) -> dict:
+    """Summary fields (without the ``posterior.`` prefix) and flags from the store's attributes."""
+    sig = attrs.get("sigma_hat", attrs.get("sigma_fixed"))
+    return {
+        "K": attrs.get("k_selected", ""),
+        "P_K": _fmt(attrs.get("p_k_selected"), ".3f"),
+        "sigma": _fmt(sig, ".4g"),
+        "max_rhat": _fmt(attrs.get("max_rhat"), ".3f"),
+        "min_exchange": _fmt(attrs.get("min_exchange_rate"), ".3f"),
+        "flags": list(attrs.get("flags") or []),
+    }
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
-                  threads: int = 1, mem_mb: int = 2000, config_hash: str | None = None,
-                  checkpoint_dir: str | Path | None = None) -> PosteriorResult:
-    """Analyse one scan and write ``out`` (Zarr), ``tsv`` and ``png``."""
+                  threads: int = 1, mem_mb: int = 2000, params_hash: str | None = None,
+                  checkpoint_dir: str | Path | None = None, dashboard: bool = False):
+    """Analyse one scan and write ``out`` (Zarr), ``tsv`` and ``png``; returns the PosteriorResult."""
+    from xafsflow.bayes.posterior import analyse
+
     p = params["posterior"]
     x, y, e0, src = fitted_data(scan_store, p["fit_range"])
     spec = spec_from_params(p, e0)
@@ -80,13 +191,13 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     if threads > 1:
         from xafsflow.distributed import client
 
-        with client(threads, mem_mb) as c:
+        with client(threads, mem_mb, dashboard=dashboard) as c:
             res = analyse(x, y, spec, campaign_seed, scan_id, client=c, checkpoint_dir=checkpoint_dir, source=src)
     else:
         res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
                       progress=progress)
     flags = quality_flags(res, p["quality"])
-    write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, config_hash, flags, scan_store)
+    write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store)
     write_tsv(tsv, res)
     plot_posterior(png, res, x, y, spec, scan_id)
     if checkpoint_dir is not None:
@@ -94,7 +205,8 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     return res
 
 
-def write_store(out, res: PosteriorResult, x, y, e0, spec, p, scan_id, seed, config_hash, flags, scan_store):
+def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, scan_store):
+    """The product store: per K samples, traces, rates and free energies; P(K), sigma-hat."""
     ks = res.ks
     sel = res.per_k[res.k_selected]
     attrs = {
@@ -108,7 +220,7 @@ def write_store(out, res: PosteriorResult, x, y, e0, spec, p, scan_id, seed, con
     }
     if res.noise is not None:
         attrs.update(sigma_hat=res.noise["sigma_hat"], sigma_interval_95=list(res.noise["sigma_interval"]))
-    prov = st.provenance("posterior", [], {"posterior": p}, seed, config_hash, [],
+    prov = st.provenance("posterior", [], {"posterior": p}, seed, params_hash, [],
                          extra={"scan_store_inputs": dict(st.open_store(scan_store).attrs).get(
                              st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
                              "task_seeds": {f"K{o['K']}_run{o['run']}": o["seed_entropy"]
@@ -137,7 +249,10 @@ def write_store(out, res: PosteriorResult, x, y, e0, spec, p, scan_id, seed, con
             st.put_array(sub, "round_trips", ent["round_trips"], ("replica",))
             st.put_array(sub, "free_energy_ladder", ent["F_ladder"], ("replica",))
             st.put_array(sub, "free_energy_ladder_err", ent["F_ladder_err"], ("replica",))
-            st.put_array(sub, "free_energy_ti_ladder", ent["F_ti"], ("replica",))
+            st.put_array(sub, "free_energy_ti_ladder", ent["F_ti"], ("replica",),
+                         attrs={"method": "thermodynamic integration (cross-check)"})
+            st.put_array(sub, "free_energy_ss_ladder", ent["F_ss"], ("replica",),
+                         attrs={"method": "one-sided stepping stones (cross-check)"})
             st.put_array(sub, "free_energy_runs", ent["F_runs"][:, t], ("run",))
             st.put_array(sub, "rhat", ent["rhat"], ("parameter",))
             if "noise" in ent:
@@ -148,7 +263,10 @@ def write_store(out, res: PosteriorResult, x, y, e0, spec, p, scan_id, seed, con
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
 
 
-def write_tsv(path, res: PosteriorResult) -> None:
+def write_tsv(path, res) -> None:
+    """Median, mean, sd, 2.5/97.5 % quantiles and R-hat of every parameter at the selected K."""
+    from xafsflow.bayes.posterior import summarize
+
     ent = res.per_k[res.k_selected]
     rows = summarize(ent["samples"], ent["names"])
     path = Path(path)
@@ -160,7 +278,8 @@ def write_tsv(path, res: PosteriorResult) -> None:
                        + [f"{rh:.4f}"])
 
 
-def plot_posterior(path, res: PosteriorResult, x, y, spec: PosteriorSpec, scan_id: str) -> None:
+def plot_posterior(path, res, x, y, spec, scan_id: str) -> None:
+    """Data with the posterior-mean fit and components, P(K | data), and the peak positions."""
     import matplotlib
 
     matplotlib.use("Agg")
