@@ -65,7 +65,25 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     truth: dict = {"seed": seed, "scans": {}}
+    truth["scans"].update(_write_xanes(d, seed))
+    truth["scans"]["exafs_01"] = _write_exafs(d, seed)
+    truth["scans"]["xmcd_01"] = _write_xmcd(d, seed)
+    # Micro-XAFS stacks: three phases in Voronoi grains.
+    for name, fmt in (("stack_01", "tiff"), ("stack_02", "hdf5")):
+        r = rng(seed, name, "simulate")
+        truth["scans"][name] = _write_stack(d, name, fmt, r)
+    # Domain images: anisotropic band patterns (TDGL ensembles come with the domain product).
+    for name, alpha, ext in (("domain_01", 0.2, "png"), ("domain_02", 0.6, "tif")):
+        truth["scans"][name] = _write_domain_image(d, seed, name, alpha, ext)
+    (d / "truth.json").write_text(json.dumps(truth, indent=1, default=float))
+    return truth
 
+
+def _write_xanes(d: Path, seed: int) -> dict:
+    """The two XANES scans (XDI with mu; plain columns with I0 and IT); return their truth entries."""
+    from xafsflow.io.xdi_write import write_xdi
+
+    scans = {}
     # XANES 1: Cu K-like, XDI, transmission mu given directly.
     r = rng(seed, "xanes_01.xdi", "simulate")
     t = _xanes_truth(8979.0, 3, 0.01, 0.8, r)
@@ -73,11 +91,9 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     norm = _xanes(e, t)
     mu = fw.raw_absorption(e, norm, t["e0"], t["edge_step"], 0.35, -2.0e-4, 0.3) + r.normal(0, t["sigma"] * t["edge_step"], e.size)
     fw_fields = {"Element": {"symbol": "Cu", "edge": "K"}, **_FACILITY, "Sample": {"name": "demo Cu compound"}}
-    from xafsflow.io.xdi_write import write_xdi
-
     write_xdi(d / "xanes_01.xdi", [("energy", "eV", e), ("mutrans", "", mu)], fw_fields,
               "simulated XANES: arctan step + pseudo-Voigt + 3 Gaussians\nnoise sigma 0.01 of the edge step")
-    truth["scans"]["xanes_01"] = {"kind": "xanes", "model": "xanes", **t}
+    scans["xanes_01"] = {"kind": "xanes", "model": "xanes", **t}
 
     # XANES 2: Fe K-like, plain columns with i0/itrans (mu = ln(i0/itrans)).
     r = rng(seed, "xanes_02.dat", "simulate")
@@ -91,9 +107,14 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
         fh.write("# simulated Fe K-edge XANES, transmission\n# energy_eV  I0  IT\n")
         for row in zip(e, i0, itrans):
             fh.write("  ".join(f"{x:.10g}" for x in row) + "\n")
-    truth["scans"]["xanes_02"] = {"kind": "xanes", "model": "xanes", **t}
+    scans["xanes_02"] = {"kind": "xanes", "model": "xanes", **t}
+    return scans
 
-    # EXAFS: Cu K-like, two close first shells the Fourier transform blurs.
+
+def _write_exafs(d: Path, seed: int) -> dict:
+    """EXAFS: Cu K-like, two close first shells the Fourier transform blurs; return its truth entry."""
+    from xafsflow.io.xdi_write import write_xdi
+
     r = rng(seed, "exafs_01.xdi", "simulate")
     e0 = 8979.0
     shells = [(6.0, 2.45, 0.006), (6.0, 2.62, 0.007), (6.0, 3.61, 0.010)]
@@ -110,10 +131,13 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     mu = mu + r.normal(0, sigma * step, e.size)
     write_xdi(d / "exafs_01.xdi", [("energy", "eV", e), ("mutrans", "", mu)],
               {"Element": {"symbol": "Cu", "edge": "K"}, **_FACILITY}, "simulated EXAFS, three shells")
-    truth["scans"]["exafs_01"] = {"kind": "exafs", "e0": e0, "edge_step": step, "shells": shells,
-                                  "s02": 0.9, "sigma": sigma}
+    return {"kind": "exafs", "e0": e0, "edge_step": step, "shells": shells, "s02": 0.9, "sigma": sigma}
 
-    # XMCD pair: Fe L2,3-like, fluorescence-yield mu for each helicity.
+
+def _write_xmcd(d: Path, seed: int) -> dict:
+    """XMCD pair: Fe L2,3-like, fluorescence-yield mu for each helicity; return its truth entry."""
+    from xafsflow.io.xdi_write import write_xdi
+
     r = rng(seed, "xmcd_01", "simulate")
     e = np.arange(680.0, 760.0, 0.2)
     l3, l2 = 707.0, 720.0
@@ -130,36 +154,29 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     xf = {"Element": {"symbol": "Fe", "edge": "L3"}, **_FACILITY}
     write_xdi(d / "xmcd_01_plus.xdi", [("energy", "eV", e), ("mufluor", "", mp)], xf, "XMCD, helicity +")
     write_xdi(d / "xmcd_01_minus.xdi", [("energy", "eV", e), ("mufluor", "", mm)], xf, "XMCD, helicity -")
-    truth["scans"]["xmcd_01"] = {"kind": "xmcd", "l3": l3, "l2": l2, "edge_step": step, "sigma": sig}
+    return {"kind": "xmcd", "l3": l3, "l2": l2, "edge_step": step, "sigma": sig}
 
-    # Micro-XAFS stacks: three phases in Voronoi grains.
-    for name, fmt in (("stack_01", "tiff"), ("stack_02", "hdf5")):
-        r = rng(seed, name, "simulate")
-        truth["scans"][name] = _write_stack(d, name, fmt, r)
 
-    # Domain images: anisotropic band patterns (TDGL ensembles come with the domain product).
-    for name, alpha, ext in (("domain_01", 0.2, "png"), ("domain_02", 0.6, "tif")):
-        r = rng(seed, name, "simulate")
-        img = _domain_image(r, alpha, 96)
-        path = d / f"{name}.{ext}"
-        if ext == "png":
-            import matplotlib
+def _write_domain_image(d: Path, seed: int, name: str, alpha: float, ext: str) -> dict:
+    """One domain image, 8-bit grayscale PNG or float32 TIFF; return its truth entry."""
+    r = rng(seed, name, "simulate")
+    img = _domain_image(r, alpha, 96)
+    path = d / f"{name}.{ext}"
+    if ext == "png":
+        import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-            plt.imsave(path, img, cmap="gray", vmin=0, vmax=1)
-            _to_gray_png(path)
-        else:
-            import tifffile
+        plt.imsave(path, img, cmap="gray", vmin=0, vmax=1)
+        _to_gray_png(path)
+    else:
+        import tifffile
 
-            # 0.05 um pixels: 2e5 pixels per cm in the TIFF resolution tags.
-            tifffile.imwrite(path, img.astype(np.float32), resolution=(2.0e5, 2.0e5),
-                             resolutionunit="CENTIMETER")
-        truth["scans"][name] = {"kind": "domain_image", "alpha": alpha, "pixel_size_um": 0.05}
-
-    (d / "truth.json").write_text(json.dumps(truth, indent=1, default=float))
-    return truth
+        # 0.05 um pixels: 2e5 pixels per cm in the TIFF resolution tags.
+        tifffile.imwrite(path, img.astype(np.float32), resolution=(2.0e5, 2.0e5),
+                         resolutionunit="CENTIMETER")
+    return {"kind": "domain_image", "alpha": alpha, "pixel_size_um": 0.05}
 
 
 def _to_gray_png(path: Path) -> None:
