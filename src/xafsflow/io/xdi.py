@@ -405,58 +405,71 @@ def _parse_header(lines: list[str], data_start: int, path: str, warnings: list[s
         s = lines[i].strip()
         if not s:
             warnings.append(f"line {lineno}: blank line in the header ignored")
-            continue
-        if s[0] != "#":
+        elif s[0] != "#":
             warnings.append(
                 f"line {lineno}: unsupported comment character {s[0]!r} "
                 "(XDI header lines start with '#'); line ignored"
             )
-            continue
-        body = s[1:].strip()
-        if _SEPARATOR_RE.match(s):
-            if state == "labels":
-                warnings.append(
-                    f"line {lineno}: second '#----' line (first at line "
-                    f"{header.separator_line}) ignored"
-                )
-            else:
-                state = "labels"
-                header.separator_line = lineno
-            continue
-        if state == "labels":
-            if header.label_line is None:
-                header.label_line = (lineno, body.lower().split())
-            else:
-                warnings.append(
-                    f"line {lineno}: comment line after the column-label line "
-                    f"(line {header.label_line[0]}) ignored"
-                )
-            continue
-        if state == "comments":
-            header.comments.append((lineno, body))
-            continue
-        # state == "fields"
-        if not body:
-            continue
-        if body.startswith("///"):
-            state = "comments"
-            header.comment_marker_line = lineno
-            continue
-        if ":" not in body and i == last_hash:
-            # Checked against the number of data columns in read_xdi.
-            header.label_line = (lineno, body.lower().split())
-            header.label_line_in_fields = True
-            continue
-        family, key, value = _parse_field(body, lineno, path)
-        previous = header.field_lines.get((family, key))
-        if previous is not None:
-            warnings.append(
-                f"line {lineno}: duplicate header field {family}.{key} (first at "
-                f"line {previous}); the later value is used"
-            )
-        header.fields.setdefault(family, {})[key] = value
-        header.field_lines[(family, key)] = lineno
+        elif _SEPARATOR_RE.match(s):
+            state = _header_separator(header, state, lineno, warnings)
+        elif state == "labels":
+            _header_label_line(header, s[1:].strip(), lineno, warnings)
+        elif state == "comments":
+            header.comments.append((lineno, s[1:].strip()))
+        else:
+            state = _header_field_line(header, s[1:].strip(), lineno, i == last_hash, path, warnings)
     return header
+
+
+def _header_separator(header: _Header, state: str, lineno: int, warnings: list[str]) -> str:
+    """A '#----' line: the end of the header's fields and comments; return the next state."""
+    if state == "labels":
+        warnings.append(
+            f"line {lineno}: second '#----' line (first at line "
+            f"{header.separator_line}) ignored"
+        )
+    else:
+        state = "labels"
+        header.separator_line = lineno
+    return state
+
+
+def _header_label_line(header: _Header, body: str, lineno: int, warnings: list[str]) -> None:
+    """A line after '#----': the column-label line, or an extra comment line that is ignored."""
+    if header.label_line is None:
+        header.label_line = (lineno, body.lower().split())
+    else:
+        warnings.append(
+            f"line {lineno}: comment line after the column-label line "
+            f"(line {header.label_line[0]}) ignored"
+        )
+
+
+def _header_field_line(
+    header: _Header, body: str, lineno: int, last_hash: bool, path: str, warnings: list[str]
+) -> str:
+    """A line in the fields part: a field, '# ///' or (as the last '#' line, without ':')
+    the column-label line; return the next state."""
+    if not body:
+        return "fields"
+    if body.startswith("///"):
+        header.comment_marker_line = lineno
+        return "comments"
+    if ":" not in body and last_hash:
+        # Checked against the number of data columns in read_xdi.
+        header.label_line = (lineno, body.lower().split())
+        header.label_line_in_fields = True
+        return "fields"
+    family, key, value = _parse_field(body, lineno, path)
+    previous = header.field_lines.get((family, key))
+    if previous is not None:
+        warnings.append(
+            f"line {lineno}: duplicate header field {family}.{key} (first at "
+            f"line {previous}); the later value is used"
+        )
+    header.fields.setdefault(family, {})[key] = value
+    header.field_lines[(family, key)] = lineno
+    return "fields"
 
 
 def _parse_field(body: str, lineno: int, path: str) -> tuple[str, str, str]:
@@ -677,15 +690,17 @@ def _check_label_line(header: _Header, labels: list[str], ncols: int, warnings: 
 
 
 def _validate_metadata(xdi: XDIFile, header: _Header, data_start: int, warnings: list[str]) -> None:
-    fields = xdi.fields
-    lines = header.field_lines
     header_span = f"the header (lines 2-{data_start})"
+    _check_element(xdi.fields, header.field_lines, header_span, warnings)
+    d_spacing = _check_field_values(xdi.fields, header.field_lines, warnings)
+    _check_recommended(xdi, header.field_lines, header_span, data_start, d_spacing, warnings)
 
-    def value_of(family: str, key: str) -> str | None:
-        return fields.get(family, {}).get(key)
 
-    # Required: Element.symbol and Element.edge.
-    symbol = value_of("element", "symbol")
+def _check_element(
+    fields: dict[str, dict[str, str]], lines: dict[tuple[str, str], int], header_span: str, warnings: list[str]
+) -> None:
+    """Required: Element.symbol and Element.edge, each present and valid."""
+    symbol = fields.get("element", {}).get("symbol")
     if symbol is None:
         warnings.append(f"missing required field Element.symbol in {header_span}")
     elif symbol.lower() not in _SYMBOL_LOOKUP:
@@ -693,7 +708,7 @@ def _validate_metadata(xdi: XDIFile, header: _Header, data_start: int, warnings:
             f"line {lines[('element', 'symbol')]}: invalid Element.symbol {symbol!r}: "
             "not a chemical element symbol (Z = 1-118)"
         )
-    edge = value_of("element", "edge")
+    edge = fields.get("element", {}).get("edge")
     if edge is None:
         warnings.append(f"missing required field Element.edge in {header_span}")
     elif edge.upper() not in EDGE_NAMES:
@@ -701,6 +716,15 @@ def _validate_metadata(xdi: XDIFile, header: _Header, data_start: int, warnings:
             f"line {lines[('element', 'edge')]}: invalid Element.edge {edge!r}: expected "
             "one of K, L, L1-L3, M, M1-M5, N, N1-N7, O, O1-O7, P, P1-P3"
         )
+
+
+def _check_field_values(
+    fields: dict[str, dict[str, str]], lines: dict[tuple[str, str], int], warnings: list[str]
+) -> float | None:
+    """Mono.d_spacing, date-times and quantities with units; return the d-spacing (None if unusable)."""
+
+    def value_of(family: str, key: str) -> str | None:
+        return fields.get(family, {}).get(key)
 
     # Mono.d_spacing must be a positive number (in Angstrom).
     d_text = value_of("mono", "d_spacing")
@@ -733,10 +757,16 @@ def _validate_metadata(xdi: XDIFile, header: _Header, data_start: int, warnings:
                 f"line {lines[(family, key)]}: invalid {family.capitalize()}.{key} "
                 f"{text!r}: expected 'number unit' with unit one of {', '.join(allowed)}"
             )
+    return d_spacing
 
-    # Recommended fields.
+
+def _check_recommended(
+    xdi: XDIFile, lines: dict[tuple[str, str], int], header_span: str, data_start: int,
+    d_spacing: float | None, warnings: list[str],
+) -> None:
+    """Recommended fields, an energy or angle first column, and an angle column's d-spacing."""
     for family, key in _RECOMMENDED:
-        if value_of(family, key) is None:
+        if xdi.fields.get(family, {}).get(key) is None:
             warnings.append(
                 f"missing recommended field {family.capitalize()}.{key} in {header_span}"
             )
@@ -833,58 +863,68 @@ def energy_axis(xdi: XDIFile) -> tuple[np.ndarray, list[str]]:
     """
     warnings: list[str] = []
     labels = xdi.column_labels
-    described = ", ".join(
-        f"{lab} ({unit})" if unit else lab for lab, unit in zip(labels, xdi.column_units)
-    )
-
-    def fail(reason: str) -> AnalysisInputError:
-        return AnalysisInputError(
-            f"no usable energy axis: {reason}; the file's columns are {described}",
-            xdi.path,
-        )
-
     if "energy" in labels:
-        index = labels.index("energy")
-        unit = xdi.column_units[index].strip()
-        if unit.lower() == "ev":
-            scale = 1.0
-        elif unit.lower() == "kev":
-            scale = 1000.0
-        elif not unit:
-            scale = 1.0
-            warnings.append(f"{xdi.path}: column {index + 1} 'energy' has no units; eV assumed")
-        else:
-            raise fail(f"the energy column has units {unit!r}, expected eV or keV")
-        energy = xdi.data[:, index] * scale
+        energy = _energy_from_energy_column(xdi, labels.index("energy"), warnings)
     elif "angle" in labels:
-        index = labels.index("angle")
-        d_text = xdi.fields.get("mono", {}).get("d_spacing")
-        d_spacing = _parse_d_spacing(d_text)
-        if d_spacing is None:
-            if d_text is None:
-                raise fail("column 'angle' needs Mono.d_spacing to convert to energy, and the header has none")
-            raise fail(f"column 'angle' needs a valid Mono.d_spacing, but it is {d_text!r}")
-        unit = xdi.column_units[index].strip().lower()
-        angle = xdi.data[:, index]
-        if unit in ("rad", "rads", "radian", "radians"):
-            theta = angle
-        elif unit in ("deg", "degs", "degree", "degrees", "°", ""):
-            if not unit:
-                warnings.append(
-                    f"{xdi.path}: column {index + 1} 'angle' has no units; degrees assumed"
-                )
-            theta = np.radians(angle)
-        else:
-            raise fail(f"the angle column has units {unit!r}, expected degrees or radians")
-        if np.any(theta <= 0) or np.any(theta >= np.pi / 2):
-            raise fail("Bragg angles must lie strictly between 0 and 90 degrees")
-        energy = HC_EV_ANGSTROM / (2.0 * d_spacing * np.sin(theta))
+        energy = _energy_from_angle_column(xdi, labels.index("angle"), warnings)
     else:
-        raise fail("there is no column named 'energy' or 'angle'")
+        raise _no_energy_axis(xdi, "there is no column named 'energy' or 'angle'")
 
     if np.any(energy <= 0):
-        raise fail("the energy axis has zero or negative values")
+        raise _no_energy_axis(xdi, "the energy axis has zero or negative values")
     steps = np.diff(energy)
     if steps.size and not (np.all(steps > 0) or np.all(steps < 0)):
         warnings.append(f"{xdi.path}: the energy axis is not monotonic")
     return np.asarray(energy, dtype=np.float64), warnings
+
+
+def _no_energy_axis(xdi: XDIFile, reason: str) -> AnalysisInputError:
+    """The error for a file without a usable energy axis; the message lists its columns."""
+    described = ", ".join(
+        f"{lab} ({unit})" if unit else lab for lab, unit in zip(xdi.column_labels, xdi.column_units)
+    )
+    return AnalysisInputError(
+        f"no usable energy axis: {reason}; the file's columns are {described}",
+        xdi.path,
+    )
+
+
+def _energy_from_energy_column(xdi: XDIFile, index: int, warnings: list[str]) -> np.ndarray:
+    """The ``energy`` column in eV (eV, keV, or no units: eV assumed with a warning)."""
+    unit = xdi.column_units[index].strip()
+    if unit.lower() == "ev":
+        scale = 1.0
+    elif unit.lower() == "kev":
+        scale = 1000.0
+    elif not unit:
+        scale = 1.0
+        warnings.append(f"{xdi.path}: column {index + 1} 'energy' has no units; eV assumed")
+    else:
+        raise _no_energy_axis(xdi, f"the energy column has units {unit!r}, expected eV or keV")
+    return xdi.data[:, index] * scale
+
+
+def _energy_from_angle_column(xdi: XDIFile, index: int, warnings: list[str]) -> np.ndarray:
+    """Energies in eV from the ``angle`` column (degrees unless rad) and ``Mono.d_spacing``."""
+    d_text = xdi.fields.get("mono", {}).get("d_spacing")
+    d_spacing = _parse_d_spacing(d_text)
+    if d_spacing is None:
+        if d_text is None:
+            raise _no_energy_axis(
+                xdi, "column 'angle' needs Mono.d_spacing to convert to energy, and the header has none")
+        raise _no_energy_axis(xdi, f"column 'angle' needs a valid Mono.d_spacing, but it is {d_text!r}")
+    unit = xdi.column_units[index].strip().lower()
+    angle = xdi.data[:, index]
+    if unit in ("rad", "rads", "radian", "radians"):
+        theta = angle
+    elif unit in ("deg", "degs", "degree", "degrees", "°", ""):
+        if not unit:
+            warnings.append(
+                f"{xdi.path}: column {index + 1} 'angle' has no units; degrees assumed"
+            )
+        theta = np.radians(angle)
+    else:
+        raise _no_energy_axis(xdi, f"the angle column has units {unit!r}, expected degrees or radians")
+    if np.any(theta <= 0) or np.any(theta >= np.pi / 2):
+        raise _no_energy_axis(xdi, "Bragg angles must lie strictly between 0 and 90 degrees")
+    return HC_EV_ANGSTROM / (2.0 * d_spacing * np.sin(theta))
