@@ -464,6 +464,35 @@ def _window_mask(energy, lo, hi, name, e0, rel_lo, rel_hi_text) -> np.ndarray:
     return mask.astype(float)
 
 
+def _edge_windows(e: np.ndarray, e0c: np.ndarray, pre1, pre2, norm1, norm2) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-edge and post-edge window masks, (E, n), each checked to hold enough points."""
+    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
+    hi_post = np.full_like(e0c, e[-1]) if norm2 is None else e0c + norm2
+    w_post = _window_mask(
+        e, e0c + norm1, hi_post, "post-edge", e0c, norm1,
+        "last energy" if norm2 is None else f"e0{norm2:+g}",
+    )
+    return w_pre, w_post
+
+
+def _check_edge_step(step: np.ndarray, m2: np.ndarray, e0c: np.ndarray, pre1, pre2, norm1, norm2) -> None:
+    """Refuse a non-finite edge step or one not above rounding error of the spectrum."""
+    # A step within rounding error of zero (a flat spectrum gives +-1e-16) is
+    # no step: refuse it rather than divide by rounding noise.
+    floor = _STEP_ROUNDING_FLOOR * np.max(np.abs(m2), axis=0)
+    bad = ~np.isfinite(step) | (step <= floor)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AnalysisInputError(
+            f"edge step post(e0) - pre(e0) = {step[i]:.6g} is not positive "
+            f"(above rounding error, {floor[i]:.1g}) for spectrum {i} "
+            f"(e0 = {e0c[i]:.2f} eV, pre-edge [e0{pre1:+g}, e0{pre2:+g}] eV, post-edge "
+            f"[e0{norm1:+g}, {'last energy' if norm2 is None else f'e0{norm2:+g}'}] eV): "
+            "is this an absorption edge, with mu rising through it?"
+            + (f" ({int(bad.sum())} spectra affected)" if bad.sum() > 1 else "")
+        )
+
+
 def normalize_edge(
     energy,
     mu,
@@ -539,12 +568,7 @@ def normalize_edge(
     m2 = m.reshape(e.size, -1)
     e0c = _e0_columns(e, m, m2, e0, smooth_ev)
 
-    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
-    hi_post = np.full_like(e0c, e[-1]) if norm2 is None else e0c + norm2
-    w_post = _window_mask(
-        e, e0c + norm1, hi_post, "post-edge", e0c, norm1,
-        "last energy" if norm2 is None else f"e0{norm2:+g}",
-    )
+    w_pre, w_post = _edge_windows(e, e0c, pre1, pre2, norm1, norm2)
 
     c_pre, ctr_pre, sc_pre, pre_edge = _window_fit(e, m2, w_pre, 1)
     c_post, ctr_post, sc_post, post_edge = _window_fit(e, m2, w_post, nnorm)
@@ -552,20 +576,7 @@ def normalize_edge(
     pre_at_e0 = _poly_eval(c_pre, ctr_pre, sc_pre, e0c)
     post_at_e0 = _poly_eval(c_post, ctr_post, sc_post, e0c)
     step = post_at_e0 - pre_at_e0
-    # A step within rounding error of zero (a flat spectrum gives +-1e-16) is
-    # no step: refuse it rather than divide by rounding noise.
-    floor = _STEP_ROUNDING_FLOOR * np.max(np.abs(m2), axis=0)
-    bad = ~np.isfinite(step) | (step <= floor)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise AnalysisInputError(
-            f"edge step post(e0) - pre(e0) = {step[i]:.6g} is not positive "
-            f"(above rounding error, {floor[i]:.1g}) for spectrum {i} "
-            f"(e0 = {e0c[i]:.2f} eV, pre-edge [e0{pre1:+g}, e0{pre2:+g}] eV, post-edge "
-            f"[e0{norm1:+g}, {'last energy' if norm2 is None else f'e0{norm2:+g}'}] eV): "
-            "is this an absorption edge, with mu rising through it?"
-            + (f" ({int(bad.sum())} spectra affected)" if bad.sum() > 1 else "")
-        )
+    _check_edge_step(step, m2, e0c, pre1, pre2, norm1, norm2)
 
     norm = (m2 - pre_edge) / step
     above = e[:, None] >= e0c[None, :]
