@@ -373,22 +373,43 @@ def read_scan_sheet(path: str | Path, config: dict, produced: set[str] | None = 
         scans.append(scan)
     if not scans:
         raise ScanSheetError("scan sheet has a header but no scans", path)
+    _check_sizes(scans, path)
     return scans
 
 
+def _check_sizes(scans: list[Scan], sheet: Path) -> None:
+    """Refuse parameters that no existing file of the scans sharing them can support (e.g. k_max 100000).
+
+    The bound is the largest file of each group of scans with the same kind and
+    parameters: a K range that even it cannot support is a configuration
+    mistake, stopped here; a single short (or truncated) file fails its own scan
+    in its own job, with the same message, and the others go on.
+    """
+    from xafsflow.io.columns import count_data_rows
+
+    groups: dict = {}
+    for scan in scans:
+        if scan.format in ("xdi", "columns") and Path(scan.paths[0]).exists():
+            key = (scan.kind, json.dumps(scan.params, sort_keys=True))
+            rows = count_data_rows(scan.paths[0])
+            if key not in groups or rows > groups[key][1]:
+                groups[key] = (scan, rows)
+    for (kind, params_json), (scan, rows) in groups.items():
+        for msg in _size_problems(kind, params_json, rows):
+            raise ScanSheetError(f"scan {scan.scan_id!r}: {msg} (the largest file with these parameters; "
+                                 f"config analysis.{kind} or the row's overrides)", sheet, scan.line)
+
+
 def _check_file(scan: Scan, sheet: Path) -> None:
-    """Check an existing spectrum file against the row: column names, and parameters against its size.
+    """Check an existing spectrum file's column names against the row's mapping.
 
     A file that does not read is left for the ingest step, which fails that scan
     alone (other scans go on).
     """
     if scan.format not in ("xdi", "columns") or not Path(scan.paths[0]).exists():
         return
-    from xafsflow.io.columns import column_labels, count_data_rows
+    from xafsflow.io.columns import column_labels
 
-    for msg in _size_problems(scan.kind, json.dumps(scan.params, sort_keys=True), count_data_rows(scan.paths[0])):
-        raise ScanSheetError(f"scan {scan.scan_id!r}: {msg} (config analysis.{scan.kind} or the row's overrides)",
-                             sheet, scan.line)
     for p in scan.paths if scan.mapping() else []:
         if not Path(p).exists():
             continue

@@ -11,7 +11,7 @@ rule summary:
         tsv=str(LAYOUT.summary_table),
         html=report(str(LAYOUT.report), caption="../report/summary.rst", category="Campaign"),
     params:
-        results=str(LAYOUT.root),
+        results=lambda wc, output: Path(output.tsv).parent,
         config=json.dumps(CONFIG, sort_keys=True),
         cli=XAFSFLOW,
     log:

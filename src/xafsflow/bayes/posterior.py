@@ -131,11 +131,8 @@ class PosteriorResult:
     noise: dict | None  # of the selected K (estimated noise)
 
 
-def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,
-            checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None) -> PosteriorResult:
-    """Sample every K in [k_min, k_max] (``runs`` independent chains each) and compare them."""
-    x, y = check_spectrum(x, y, spec, source)
-    n = x.size
+def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source: str | None) -> np.ndarray:
+    """The precisions b_0 = 0 < b_1 < ... of the replicas: the spec's explicit ladder or an automatic one."""
     rng = np.random.default_rng(seed_sequence(campaign_seed, scan_id, "posterior", "ladder"))
     if spec.ladder:
         bvals = np.concatenate([[0.0], np.sort(np.asarray(spec.ladder, float))])
@@ -144,56 +141,76 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
         bvals = auto_ladder(x, y, spec.build(spec.k_max, x), spec.replicas, b_max, rng)
     if spec.sigma and not math.isclose(bvals[-1], 1.0 / spec.sigma**2, rel_tol=1e-9):
         raise AnalysisInputError(f"with a fixed sigma the ladder must end at 1/sigma^2 = {1 / spec.sigma**2:g}", source)
-    ks = list(range(spec.k_min, spec.k_max + 1))
+    return bvals
+
+
+def _run_tasks(x, y, spec: PosteriorSpec, ks: list[int], bvals, campaign_seed: int, scan_id: str, client,
+               checkpoint_dir, progress) -> list[dict]:
+    """Run every (K, run) task, on the Dask client when one is given, else one after the other."""
     jobs = [(K, r) for K in ks for r in range(spec.runs)]
     ck = None if checkpoint_dir is None else str(checkpoint_dir)
     if client is not None:
         futs = [client.submit(_task, x, y, spec, K, r, bvals, campaign_seed, scan_id, ck, pure=False,
                               key=f"posterior-{scan_id}-K{K}-run{r}") for K, r in jobs]
-        outs = client.gather(futs)
+        return client.gather(futs)
+    outs = []
+    for i, (K, r) in enumerate(jobs):
+        outs.append(_task(x, y, spec, K, r, bvals, campaign_seed, scan_id, ck))
+        if progress:
+            progress(i + 1, len(jobs))
+    return outs
+
+
+def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator) -> dict:
+    """One K's runs combined: free energies and their errors, noise or fixed-sigma evidence, samples, R-hat."""
+    f_runs = np.array([fe.bridge(o["energies"], bvals, n) for o in runs])  # (runs, L)
+    ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
+    ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
+    boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
+    f = -fe.combine_runs(-f_runs)  # mean of the runs' Z: a run left in a poorer mode only loses evidence
+    # error of the mean over runs: bootstrap within runs, and the spread between runs when there are several
+    err_boot = np.sqrt((boot**2).sum(axis=0)) / len(runs)
+    err_spread = f_runs.std(axis=0, ddof=1) / math.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(f)
+    f_err = np.maximum(err_boot, err_spread)
+    entry = {
+        "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
+        "exchange_rate": np.mean([o["exchange_rate"] for o in runs], axis=0),
+        "acceptance": np.mean([o["acceptance"] for o in runs], axis=0),
+        "round_trips": np.sum([o["round_trips"] for o in runs], axis=0), "names": runs[0]["names"],
+    }
+    if spec.sigma:
+        entry["target_index"] = bvals.size - 1
+        entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
+        entry["log_z_err"] = float(f_err[-1])
     else:
-        outs = []
-        for i, (K, r) in enumerate(jobs):
-            outs.append(_task(x, y, spec, K, r, bvals, campaign_seed, scan_id, ck))
-            if progress:
-                progress(i + 1, len(jobs))
+        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n)
+        entry["noise"] = noise
+        entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
+        entry["log_z"] = noise["log_evidence_marginal"]
+        entry["log_z_err"] = float(f_err[entry["target_index"]])
+    t = entry["target_index"]
+    chains = np.stack([o["samples"][:, t, :] for o in runs])  # (runs, draws, P)
+    entry["samples"] = chains
+    entry["rhat"] = rhat(chains) if len(runs) > 1 else np.full(chains.shape[-1], np.nan)
+    entry["F"] = float(f[t])
+    entry["F_err"] = float(f_err[t])
+    entry["F_spread"] = float(np.ptp(f_runs[:, t]))  # between independent runs at the selected b
+    return entry
+
+
+def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,
+            checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None) -> PosteriorResult:
+    """Sample every K in [k_min, k_max] (``runs`` independent chains each) and compare them."""
+    x, y = check_spectrum(x, y, spec, source)
+    n = x.size
+    bvals = _ladder(x, y, spec, campaign_seed, scan_id, source)
+    ks = list(range(spec.k_min, spec.k_max + 1))
+    outs = _run_tasks(x, y, spec, ks, bvals, campaign_seed, scan_id, client, checkpoint_dir, progress)
     per_k = {}
     boot_rng = np.random.default_rng(seed_sequence(campaign_seed, scan_id, "posterior", "bootstrap"))
     for K in ks:
         runs = sorted((o for o in outs if o["K"] == K), key=lambda o: o["run"])
-        f_runs = np.array([fe.bridge(o["energies"], bvals, n) for o in runs])  # (runs, L)
-        ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
-        ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
-        boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
-        f = -fe.combine_runs(-f_runs)  # mean of the runs' Z: a run left in a poorer mode only loses evidence
-        # error of the mean over runs: bootstrap within runs, and the spread between runs when there are several
-        err_boot = np.sqrt((boot**2).sum(axis=0)) / len(runs)
-        err_spread = f_runs.std(axis=0, ddof=1) / math.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(f)
-        f_err = np.maximum(err_boot, err_spread)
-        entry = {
-            "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
-            "exchange_rate": np.mean([o["exchange_rate"] for o in runs], axis=0),
-            "acceptance": np.mean([o["acceptance"] for o in runs], axis=0),
-            "round_trips": np.sum([o["round_trips"] for o in runs], axis=0), "names": runs[0]["names"],
-        }
-        if spec.sigma:
-            entry["target_index"] = bvals.size - 1
-            entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
-            entry["log_z_err"] = float(f_err[-1])
-        else:
-            noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n)
-            entry["noise"] = noise
-            entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
-            entry["log_z"] = noise["log_evidence_marginal"]
-            entry["log_z_err"] = float(f_err[entry["target_index"]])
-        t = entry["target_index"]
-        chains = np.stack([o["samples"][:, t, :] for o in runs])  # (runs, draws, P)
-        entry["samples"] = chains
-        entry["rhat"] = rhat(chains) if len(runs) > 1 else np.full(chains.shape[-1], np.nan)
-        entry["F"] = float(f[t])
-        entry["F_err"] = float(f_err[t])
-        entry["F_spread"] = float(np.ptp(f_runs[:, t]))  # between independent runs at the selected b
-        per_k[K] = entry
+        per_k[K] = _evaluate_k(runs, spec, bvals, n, boot_rng)
     log_z = np.array([per_k[K]["log_z"] for K in ks])
     p_k = fe.model_probabilities(log_z)
     k_sel = ks[int(np.argmax(p_k))]

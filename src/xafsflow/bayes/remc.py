@@ -34,14 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from xafsflow.bayes.models import Z_CUT, SpectralModel
-
-try:  # numba is a runtime dependency; the fallback keeps the reference path importable
-    from numba import njit
-except ImportError:  # pragma: no cover
-    def njit(*a, **k):
-        return (lambda f: f) if not a or not callable(a[0]) else a[0]
 
 SQRT2PI = math.sqrt(2.0 * math.pi)
 
@@ -671,6 +666,19 @@ def _draw_block(rng, model, L, P, nsw):
     return normals, uniforms, ex_u, prior, jnorm, ju
 
 
+@dataclass
+class _Workspace:
+    """The model's kernel arrays and the kernel's scratch buffers, allocated once per chain."""
+
+    kernel_arrays: tuple  # (codes, pa, pb, logm)
+    buf_new: np.ndarray  # (N,)
+    buf_bg: np.ndarray  # (N,)
+    buf_th: np.ndarray  # (P,)
+    buf_f: np.ndarray  # (N,)
+    tbg: np.ndarray  # (3, N)
+    dx: float  # uniform grid step (0 when the grid is not uniform)
+
+
 def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
               checkpoint: str | Path | None = None, use_kernel: bool = True, progress=None) -> ChainResult:
     """Run one replica-exchange chain: burn-in with step adaptation, then production.
@@ -685,7 +693,6 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
     y = np.ascontiguousarray(y, dtype=np.float64)
     bvals = np.ascontiguousarray(bvals, dtype=np.float64)
     L, P, N = bvals.size, model.n_params, x.size
-    codes, pa, pb, logm = model.kernel_arrays()
     ident = _identity(x, y, model, bvals, settings, seed)
     resumed = _load_checkpoint(checkpoint, ident) if checkpoint else None
     if resumed is not None:
@@ -695,41 +702,17 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         st = initial_state(x, y, model, bvals, rng)
         sweep, energies, samples = 0, [], []
     total = settings.burn_in + settings.sweeps
-    buf_new = np.zeros(N)
-    buf_bg = np.zeros(N)
-    buf_th = np.zeros(P)
-    buf_f = np.zeros(N)
-    tbg = np.zeros((3, N))
-    dx = uniform_step(x)
+    work = _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
+                      uniform_step(x))
     nblk = settings.block
     while sweep < total:
-        normals, uniforms, ex_u, prior, jnorm, ju = _draw_block(rng, model, L, P, nblk)
+        draws = _draw_block(rng, model, L, P, nblk)
         burning = sweep < settings.burn_in
         thin = 1 if burning else settings.thin  # every burn-in sweep feeds the joint-move covariance
-        e_out = np.empty((nblk, L))
-        s_out = np.empty((nblk // thin, L, P))
-        if use_kernel:
-            ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.bgp, st.win, st.sse, st.slot_of,
-                           st.step,
-                           codes, pa, pb, logm, model.nb, model.K, model.comp_type, model.bg_type, model.ordered,
-                           normals, uniforms, ex_u, prior, sweep,
-                           st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
-                           e_out, thin, s_out, settings.refresh, buf_new, buf_bg,
-                           st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, buf_th, buf_f, tbg, dx)
-            s_out = s_out[:ns]
-        else:
-            e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
-                                           thin, settings.refresh, jnorm, ju)
+        e_out, s_out = _run_one_block(x, y, bvals, model, settings, st, draws, sweep, thin, work, use_kernel)
         sweep += nblk
         if burning:
-            st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]
-            if sweep % settings.adapt_every == 0:
-                _adapt(st, settings.target_acceptance)
-                _adapt_joint(st, model, settings)
-            if sweep == settings.burn_in:
-                for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips", "jacc", "jtried"):
-                    getattr(st, a)[...] = 0
-                st.burn = st.burn[:0]
+            _end_burn_in_block(st, model, settings, sweep, s_out)
         else:
             energies.append(e_out)
             samples.append(s_out)
@@ -737,6 +720,48 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
             _save_checkpoint(checkpoint, ident, st, rng, sweep, energies, samples)
         if progress is not None:
             progress(sweep, total)
+    return _chain_result(st, bvals, energies, samples, L, P, N)
+
+
+def _run_one_block(x, y, bvals, model: SpectralModel, settings: ChainSettings, st: ChainState, draws, sweep: int,
+                   thin: int, work: _Workspace, use_kernel: bool):
+    """Advance the chain by one block of sweeps (kernel or NumPy reference); return its energies and kept draws."""
+    normals, uniforms, ex_u, prior, jnorm, ju = draws
+    L, P = bvals.size, model.n_params
+    nblk = settings.block
+    codes, pa, pb, logm = work.kernel_arrays
+    e_out = np.empty((nblk, L))
+    s_out = np.empty((nblk // thin, L, P))
+    if use_kernel:
+        ns = run_block(x, y, bvals, st.theta, st.resid, st.comp, st.bgv, st.bgp, st.win, st.sse, st.slot_of,
+                       st.step,
+                       codes, pa, pb, logm, model.nb, model.K, model.comp_type, model.bg_type, model.ordered,
+                       normals, uniforms, ex_u, prior, sweep,
+                       st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
+                       e_out, thin, s_out, settings.refresh, work.buf_new, work.buf_bg,
+                       st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, work.buf_th, work.buf_f, work.tbg, work.dx)
+        s_out = s_out[:ns]
+    else:
+        e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
+                                       thin, settings.refresh, jnorm, ju)
+    return e_out, s_out
+
+
+def _end_burn_in_block(st: ChainState, model: SpectralModel, settings: ChainSettings, sweep: int,
+                       s_out: np.ndarray) -> None:
+    """After a burn-in block (``sweep`` sweeps done): keep its draws, adapt, and reset counters at the end."""
+    st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]
+    if sweep % settings.adapt_every == 0:
+        _adapt(st, settings.target_acceptance)
+        _adapt_joint(st, model, settings)
+    if sweep == settings.burn_in:
+        for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips", "jacc", "jtried"):
+            getattr(st, a)[...] = 0
+        st.burn = st.burn[:0]
+
+
+def _chain_result(st: ChainState, bvals, energies: list, samples: list, L: int, P: int, N: int) -> ChainResult:
+    """Production energies and draws with the acceptance and exchange rates of the final state."""
     with np.errstate(invalid="ignore", divide="ignore"):
         accr = np.where(st.tried > 0, st.acc / np.maximum(st.tried, 1), np.nan)
         exr = st.ex_acc / np.maximum(st.ex_tried, 1)
