@@ -130,3 +130,22 @@ def test_k_at_limit_flag_can_be_turned_off():
 
     q = dict(analysis_defaults("xanes")["posterior"]["quality"], k_at_limit=False)
     assert quality_flags(_result(k_sel=3), q) == []
+
+
+def test_unwritable_output_folder_stops_before_the_sampler(scan_store, tmp_path):
+    """A folder that cannot be written is found before any chain runs: one line, exit 2, nothing written."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output folder should be")
+    out = blocker / "sub"
+    params = _params(sweeps=20000)  # would take minutes if the sampler started
+    cmd = [sys.executable, "-m", "xafsflow", "posterior", str(scan_store), "--scan-id", "xanes_02",
+           "--params", json.dumps(params), "--checkpoint-dir", str(tmp_path / "ck"),
+           "--out", str(out / "p.zarr"), "--tsv", str(out / "p.tsv"), "--png", str(out / "p.png")]
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xafsflow: error:") and "cannot write" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "ck").exists()
+    assert time.time() - t < 30
