@@ -26,7 +26,7 @@ from xafsflow.xas import (
     normalize_edge,
     normalize_stack,
 )
-from xafsflow.xas.normalize import MIN_WINDOW_POINTS
+from xafsflow.xas.normalize import MIN_WINDOW_POINTS, PRE_EDGE_MIN_GAP
 
 # ---------------------------------------------------------------------------
 # synthetic spectra
@@ -560,23 +560,64 @@ def test_energy_not_strictly_increasing(good, how):
 
 def test_too_few_pre_edge_points(good):
     energy, mu, e0 = good
-    # 5 eV steps: [e0-48, e0-30] holds 4 points
-    with pytest.raises(AnalysisInputError, match=r"pre-edge window.*fewer than 5.*e0 = 7112\.00 eV") as exc:
-        normalize_edge(energy, mu, e0=e0, pre1=-48.0, pre2=-30.0)
-    assert "4 point" in str(exc.value)
-    # data start at e0-200: a window entirely before the data is empty
-    with pytest.raises(AnalysisInputError, match="pre-edge window.*0 point"):
-        normalize_edge(energy, mu, e0=e0, pre1=-400.0, pre2=-250.0)
+    # 5 eV steps: [e0-38, e0-30] holds 2 points (e0-35, e0-30)
+    with pytest.raises(AnalysisInputError, match=r"pre-edge window.*fewer than 3.*e0 = 7112\.00 eV") as exc:
+        normalize_edge(energy, mu, e0=e0, pre1=-38.0, pre2=-30.0)
+    assert "2 point" in str(exc.value) and "widen it" in str(exc.value)
+    # 3 points are enough now (e0-40, -35, -30), and nothing is clamped
+    res = normalize_edge(energy, mu, e0=e0, pre1=-43.0, pre2=-30.0)
+    assert res.params["pre_points"] == 3 and res.params["clamped"] == []
+
+
+def test_pre_edge_window_before_the_data_is_clamped(good):
+    energy, mu, e0 = good
+    # data start at e0-200: [e0-400, e0-250] holds no point; it starts at the
+    # first energy and its upper end moves up to e0 - PRE_EDGE_MIN_GAP
+    res = normalize_edge(energy, mu, e0=e0, pre1=-400.0, pre2=-250.0)
+    p = res.params
+    assert p["clamped"] == ["pre1", "pre2"]
+    assert p["pre1_used"] == pytest.approx(energy[0] - e0)
+    assert p["pre2_used"] == pytest.approx(-PRE_EDGE_MIN_GAP)
+    assert p["pre_points"] == int(np.sum(energy <= e0 - PRE_EDGE_MIN_GAP))
+    assert len(p["clamp_warnings"]) == 2 and "pre1 = -400" in p["clamp_warnings"][0]
+    # the same as asking for that window directly
+    direct = normalize_edge(energy, mu, e0=e0, pre1=energy[0] - e0, pre2=-PRE_EDGE_MIN_GAP)
+    np.testing.assert_array_equal(res.norm, direct.norm)
+
+
+def test_unclamped_windows_report_what_was_used(good):
+    energy, mu, e0 = good
+    p = normalize_edge(energy, mu, e0=e0).params
+    assert p["clamped"] == [] and p["clamp_warnings"] == []
+    assert (p["pre1_used"], p["pre2_used"], p["norm1_used"]) == (-150.0, -30.0, 100.0)
+    assert p["norm2_used"] == energy[-1] - e0  # norm2=None: the last energy, not a clamp
+    assert p["pre_points"] == int(np.sum((energy >= e0 - 150) & (energy <= e0 - 30)))
+    assert p["post_points"] == int(np.sum(energy >= e0 + 100))
 
 
 def test_too_few_post_edge_points(good):
     energy, mu, e0 = good
     last = energy[-1] - e0
-    with pytest.raises(AnalysisInputError, match=r"post-edge window.*fewer than 5.*e0 = 7112\.00 eV"):
+    with pytest.raises(AnalysisInputError, match=r"post-edge window.*fewer than 3.*e0 = 7112\.00 eV"):
         normalize_edge(energy, mu, e0=e0, norm1=last - 1.0)
-    with pytest.raises(AnalysisInputError, match="post-edge window"):
+    with pytest.raises(AnalysisInputError, match="post-edge window.*beyond the last energy.*lower norm1"):
         normalize_edge(energy, mu, e0=e0, norm1=last + 10.0, norm2=last + 100.0)
-    assert MIN_WINDOW_POINTS == 5
+    # exactly 3 points: enough for nnorm <= 2, not for a cubic
+    norm1 = energy[-3] - e0
+    assert normalize_edge(energy, mu, e0=e0, norm1=norm1, nnorm=2).params["post_points"] == 3
+    with pytest.raises(AnalysisInputError, match=r"fewer than 4.*degree-3 polynomial needs 4"):
+        normalize_edge(energy, mu, e0=e0, norm1=norm1, nnorm=3)
+    assert MIN_WINDOW_POINTS == 3
+
+
+def test_norm2_beyond_the_data_is_clamped(good):
+    energy, mu, e0 = good
+    last = energy[-1] - e0
+    res = normalize_edge(energy, mu, e0=e0, norm2=last + 50.0)
+    assert res.params["clamped"] == ["norm2"]
+    assert res.params["norm2_used"] == pytest.approx(last)
+    # same points as norm2=None: the same numbers
+    np.testing.assert_array_equal(res.norm, normalize_edge(energy, mu, e0=e0).norm)
 
 
 def test_window_error_names_the_column(good):

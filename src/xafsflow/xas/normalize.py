@@ -39,14 +39,26 @@ from xafsflow.errors import AnalysisInputError
 __all__ = [
     "EdgeNormalization",
     "MIN_WINDOW_POINTS",
+    "PRE_EDGE_MIN_GAP",
     "find_e0",
     "edge_step_stability",
     "normalize_edge",
     "normalize_stack",
 ]
 
-#: Fewest measured points accepted in the pre-edge or the post-edge window.
-MIN_WINDOW_POINTS = 5
+#: Fewest measured points accepted in the pre-edge or the post-edge window
+#: (after clamping to the data; the post-edge window also needs ``nnorm + 1``).
+MIN_WINDOW_POINTS = 3
+
+#: When a pre-edge window that starts at the first measured point holds fewer
+#: than :data:`MIN_WINDOW_POINTS` points, its upper end (pre2) is moved up to
+#: this many eV below e0 (pre-edge peaks of K edges lie within about 15 eV of
+#: e0; for a scan starting 30 eV below e0 this is larch's default pre2).
+PRE_EDGE_MIN_GAP = 15.0
+
+#: :func:`edge_step_stability` skips an alternative post-edge window holding
+#: fewer points than this (the configured window only needs MIN_WINDOW_POINTS).
+_MIN_ALTERNATIVE_POINTS = 5
 
 #: :func:`find_e0` ignores this many measured points at each end of the grid.
 _N_END_SKIP = 3
@@ -402,9 +414,17 @@ class EdgeNormalization:
         Post-edge polynomial in powers of ``(E - e0)`` (eV), increasing
         order; ``post_coeffs[0]`` = post(e0).
     params : dict
-        Settings used: ``pre1``, ``pre2``, ``norm1``, ``norm2`` (eV relative
-        to e0; ``norm2`` None = up to the last energy), ``nnorm``,
-        ``smooth_ev``, ``e0_given`` (bool), ``min_window_points``.
+        Settings as given: ``pre1``, ``pre2``, ``norm1``, ``norm2`` (eV
+        relative to e0; ``norm2`` None = up to the last energy), ``nnorm``,
+        ``smooth_ev``, ``e0_given`` (bool), ``min_window_points``; and the
+        windows actually fitted (see :func:`normalize_edge`, "Windows"):
+        ``pre1_used``, ``pre2_used``, ``norm1_used``, ``norm2_used`` (eV
+        relative to e0, inclusive; ``norm2_used`` is the last energy when
+        ``norm2`` is None), ``pre_points``, ``post_points`` (measured points
+        in each window), each a float/int for one spectrum or an array of
+        shape ``mu.shape[1:]``; ``clamped``, the list of settings moved in at
+        least one spectrum (among ``"pre1"``, ``"pre2"``, ``"norm2"``), and
+        ``clamp_warnings``, one sentence per entry of ``clamped``.
     """
 
     e0: np.ndarray
@@ -446,33 +466,148 @@ def _e0_columns(energy: np.ndarray, m: np.ndarray, m2: np.ndarray, e0, smooth_ev
     return e0a
 
 
-def _window_mask(energy, lo, hi, name, e0, rel_lo, rel_hi_text) -> np.ndarray:
-    """0/1 weights (E, n) for energy in [lo, hi] per column; raise if too few points."""
-    mask = (energy[:, None] >= lo[None, :]) & (energy[:, None] <= hi[None, :])
-    count = mask.sum(axis=0)
-    few = count < MIN_WINDOW_POINTS
-    if few.any():
-        i = int(np.flatnonzero(few)[0])
-        n_few = int(few.sum())
-        others = f" ({n_few} spectra affected)" if n_few > 1 else ""
-        raise AnalysisInputError(
-            f"{name} window [e0{rel_lo:+g}, {rel_hi_text}] = [{lo[i]:.2f}, {hi[i]:.2f}] eV "
-            f"contains {int(count[i])} point(s), fewer than {MIN_WINDOW_POINTS}, "
-            f"for spectrum {i} with e0 = {e0[i]:.2f} eV "
-            f"(data span [{energy[0]:.2f}, {energy[-1]:.2f}] eV){others}"
-        )
-    return mask.astype(float)
-
-
-def _edge_windows(e: np.ndarray, e0c: np.ndarray, pre1, pre2, norm1, norm2) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-edge and post-edge window masks, (E, n), each checked to hold enough points."""
-    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
-    hi_post = np.full_like(e0c, e[-1]) if norm2 is None else e0c + norm2
-    w_post = _window_mask(
-        e, e0c + norm1, hi_post, "post-edge", e0c, norm1,
-        "last energy" if norm2 is None else f"e0{norm2:+g}",
+def _window_error(name, lo, hi, count, need, e0, energy, cols, hint) -> AnalysisInputError:
+    """The refusal of a window holding too few points (first affected column ``cols[0]``)."""
+    i = int(cols[0])
+    others = f" ({cols.size} spectra affected)" if cols.size > 1 else ""
+    return AnalysisInputError(
+        f"{name} window [e0{lo[i] - e0[i]:+.2f}, e0{hi[i] - e0[i]:+.2f}] = [{lo[i]:.2f}, {hi[i]:.2f}] eV "
+        f"contains {int(count[i])} point(s), fewer than {need}, "
+        f"for spectrum {i} with e0 = {e0[i]:.2f} eV "
+        f"(data span [{energy[0]:.2f}, {energy[-1]:.2f}] eV){others}: {hint}"
     )
-    return w_pre, w_post
+
+
+@dataclass
+class _Windows:
+    """Fit windows actually used, per column (absolute eV, inclusive), with their masks."""
+
+    pre_lo: np.ndarray
+    pre_hi: np.ndarray
+    post_lo: np.ndarray
+    post_hi: np.ndarray
+    w_pre: np.ndarray  # (E, n) 0/1
+    w_post: np.ndarray  # (E, n) 0/1
+    clamped: dict  # "pre1" / "pre2" / "norm2" -> (n,) bool
+
+
+def _pre_window(e: np.ndarray, e0c: np.ndarray, pre1: float, pre2: float):
+    """Pre-edge window [lo, hi] per column, clamped to the data; raise if too few points."""
+    lo_cfg, hi = e0c + pre1, e0c + pre2
+    at_start = lo_cfg <= e[0]  # the window reaches (or passes) the first point
+    lo = np.where(at_start, e[0], lo_cfg)
+    count = ((e[:, None] >= lo[None, :]) & (e[:, None] <= hi[None, :])).sum(axis=0)
+    # a window at the start of the data holding too few points: pre2 moves up
+    # to PRE_EDGE_MIN_GAP below e0 (never closer, never down)
+    extended = at_start & (count < MIN_WINDOW_POINTS) & (e0c - PRE_EDGE_MIN_GAP > hi)
+    hi = np.where(extended, e0c - PRE_EDGE_MIN_GAP, hi)
+    mask = (e[:, None] >= lo[None, :]) & (e[:, None] <= hi[None, :])
+    count = mask.sum(axis=0)
+    few = np.flatnonzero(count < MIN_WINDOW_POINTS)
+    if few.size:
+        i = few[0]
+        if at_start[i]:
+            hint = (f"the scan starts {e[0] - e0c[i]:+.2f} eV from e0 and the window is extended "
+                    f"at most to e0-{PRE_EDGE_MIN_GAP:g} eV (or to pre2 = {pre2:g} eV if closer); "
+                    f"measure at least {MIN_WINDOW_POINTS} points below e0{hi[i] - e0c[i]:+.2f} eV, "
+                    "or set pre2 closer to e0 if the pre-edge line may use points that close to the edge")
+        else:
+            hint = f"widen it (pre1 = {pre1:g}, pre2 = {pre2:g} eV relative to e0)"
+        raise _window_error("pre-edge", lo, hi, count, MIN_WINDOW_POINTS, e0c, e, few, hint)
+    return lo, hi, mask, {"pre1": lo_cfg < e[0], "pre2": extended}
+
+
+def _post_window(e: np.ndarray, e0c: np.ndarray, norm1: float, norm2, nnorm: int):
+    """Post-edge window [lo, hi] per column, clamped to the data; raise if too few points."""
+    lo = e0c + norm1
+    if norm2 is None:
+        hi = np.full_like(e0c, e[-1])
+        clamped = np.zeros(e0c.shape, dtype=bool)
+    else:
+        hi_cfg = e0c + norm2
+        clamped = hi_cfg > e[-1]
+        hi = np.where(clamped, e[-1], hi_cfg)
+    mask = (e[:, None] >= lo[None, :]) & (e[:, None] <= hi[None, :])
+    count = mask.sum(axis=0)
+    need = max(MIN_WINDOW_POINTS, nnorm + 1)
+    few = np.flatnonzero(count < need)
+    if few.size:
+        i = int(few[0])
+        if lo[i] > e[-1]:
+            others = f" ({few.size} spectra affected)" if few.size > 1 else ""
+            raise AnalysisInputError(
+                f"post-edge window starts at e0{norm1:+g} = {lo[i]:.2f} eV, beyond the last energy "
+                f"{e[-1]:.2f} eV (e0{e[-1] - e0c[i]:+.2f}), so it contains 0 points, fewer than {need}, "
+                f"for spectrum {i} with e0 = {e0c[i]:.2f} eV{others}: lower norm1 (now {norm1:g} eV "
+                "relative to e0) or measure further above the edge"
+            )
+        hint = f"lower norm1 (now {norm1:g} eV relative to e0)"
+        if need > MIN_WINDOW_POINTS:
+            hint += f" or nnorm (a degree-{nnorm} polynomial needs {need} points)"
+        raise _window_error("post-edge", lo, hi, count, need, e0c, e, few, hint)
+    return lo, hi, mask, {"norm2": clamped}
+
+
+def _edge_windows(e: np.ndarray, e0c: np.ndarray, pre1, pre2, norm1, norm2, nnorm) -> _Windows:
+    """Pre-edge and post-edge windows, clamped to the data and checked to hold enough points.
+
+    The rule (per column):
+
+    * pre-edge: ``[e0 + pre1, e0 + pre2]``; if ``e0 + pre1`` is below the
+      first energy the window starts at the first energy. If such a window
+      then holds fewer than :data:`MIN_WINDOW_POINTS` points, its upper end
+      moves up to ``e0 - PRE_EDGE_MIN_GAP`` (if that is above ``e0 + pre2``).
+    * post-edge: ``[e0 + norm1, e0 + norm2]``; ``norm2`` beyond the last
+      energy (or None) means the last energy. ``norm1`` is never moved.
+    * any window still holding fewer than :data:`MIN_WINDOW_POINTS` points
+      (``max(MIN_WINDOW_POINTS, nnorm + 1)`` for the post-edge) is refused.
+
+    Clamping the outer ends (pre1, norm2) selects the same points as the
+    configured window, so fits are unchanged by it; only the extension of
+    pre2 changes which points are fitted.
+    """
+    pre_lo, pre_hi, w_pre, c_pre = _pre_window(e, e0c, pre1, pre2)
+    post_lo, post_hi, w_post, c_post = _post_window(e, e0c, norm1, norm2, nnorm)
+    return _Windows(pre_lo, pre_hi, post_lo, post_hi, w_pre.astype(float), w_post.astype(float),
+                    {**c_pre, **c_post})
+
+
+def _window_params(win: _Windows, e0c: np.ndarray, scalar_shape: tuple, pre1, pre2, norm2) -> dict:
+    """``res.params`` entries describing the windows used and what was clamped."""
+
+    def shaped(a):
+        a = np.asarray(a).reshape(scalar_shape)
+        return a.item() if a.ndim == 0 else a
+
+    n = e0c.size
+    cfg = {"pre1": pre1, "pre2": pre2, "norm2": norm2}
+    used = {"pre1": win.pre_lo - e0c, "pre2": win.pre_hi - e0c, "norm2": win.post_hi - e0c}
+    what = {
+        "pre1": "pre-edge window starts before the data: pre1 clamped to the first energy",
+        "pre2": (f"pre-edge window held fewer than {MIN_WINDOW_POINTS} points: pre2 moved up "
+                 f"to e0-{PRE_EDGE_MIN_GAP:g} eV"),
+        "norm2": "post-edge window ends beyond the data: norm2 clamped to the last energy",
+    }
+    clamped, warnings = [], []
+    for key in ("pre1", "pre2", "norm2"):
+        hit = win.clamped[key]
+        if not hit.any():
+            continue
+        clamped.append(key)
+        vals = used[key][hit]
+        now = f"{vals[0]:+.2f} eV" if vals.min() == vals.max() else f"{vals.min():+.2f}..{vals.max():+.2f} eV"
+        where = f" in {int(hit.sum())} of {n} spectra" if n > 1 else ""
+        warnings.append(f"{what[key]} ({key} = {cfg[key]:g} -> {now} relative to e0){where}")
+    return {
+        "pre1_used": shaped(used["pre1"]),
+        "pre2_used": shaped(used["pre2"]),
+        "norm1_used": shaped(win.post_lo - e0c),
+        "norm2_used": shaped(used["norm2"]),
+        "pre_points": shaped(win.w_pre.sum(axis=0).astype(int)),
+        "post_points": shaped(win.w_post.sum(axis=0).astype(int)),
+        "clamped": clamped,
+        "clamp_warnings": warnings,
+    }
 
 
 def _check_edge_step(step: np.ndarray, m2: np.ndarray, e0c: np.ndarray, pre1, pre2, norm1, norm2) -> None:
@@ -518,12 +653,13 @@ def normalize_edge(
         :func:`find_e0` (with ``smooth_ev``).
     pre1, pre2 : float, default -150, -30
         Pre-edge window, eV relative to e0: a straight line is fitted by
-        least squares to ``mu`` over ``e0 + pre1 <= E <= e0 + pre2``.
+        least squares to ``mu`` over ``e0 + pre1 <= E <= e0 + pre2``
+        (clamped to the data, see Notes).
     norm1, norm2 : float, default 100, None
         Post-edge window, eV relative to e0: a polynomial of degree
         ``nnorm`` in energy is fitted to ``mu`` over
         ``e0 + norm1 <= E <= e0 + norm2``; ``norm2=None`` extends it to the
-        last energy.
+        last energy, as does a ``norm2`` beyond it.
     nnorm : int, default 2
         Degree of the post-edge polynomial, 0..3.
     smooth_ev : float, default 0.5
@@ -541,15 +677,36 @@ def normalize_edge(
     ------
     AnalysisInputError
         Non-finite ``energy``/``mu``/``e0``; energy not strictly increasing;
-        shape mismatch; e0 outside the energy range; fewer than 5 points in
-        the pre-edge or post-edge window (the message names the window and
-        the e0 used); edge step non-finite or not above rounding error
+        shape mismatch; e0 outside the energy range; fewer than 3 points in
+        the pre-edge or post-edge window after clamping (fewer than
+        ``nnorm + 1`` in the post-edge window; the message names the window,
+        its point count, the e0 used and what to change); edge step
+        non-finite or not above rounding error
         (``1e-10 * max |mu|`` of the spectrum); ``nnorm`` not in 0..3;
         reversed windows.
 
     Notes
     -----
-    Both windows are inclusive at both ends. Each column has its own
+    Windows. Both are inclusive at both ends and are clamped to the data
+    (as larch's ``pre_edge`` does), separately for each spectrum:
+
+    * the pre-edge window starts at the first energy when ``e0 + pre1`` is
+      below it; if it then holds fewer than 3 points (a XANES-only scan
+      starting near ``e0 + pre2``), its upper end moves up to
+      ``e0 - PRE_EDGE_MIN_GAP`` = e0 - 15 eV (never closer to e0, never
+      down);
+    * the post-edge window ends at the last energy when ``e0 + norm2`` is
+      beyond it (``norm2=None`` always does); ``norm1`` is never moved, so a
+      window starting beyond the data is refused;
+    * a window holding fewer than ``MIN_WINDOW_POINTS`` = 3 points (the
+      post-edge also ``nnorm + 1``) is refused.
+
+    Moving ``pre1`` or ``norm2`` to the data selects the same points, so the
+    fit is the same; moving ``pre2`` adds points. Which settings moved is in
+    ``params["clamped"]`` and ``params["clamp_warnings"]``; a window that
+    needed no clamping gives bit-for-bit the result of the unclamped rule.
+
+    Fits. Each column has its own
     windows (they move with its e0), so the fits are batched weighted least
     squares: window masks are 0/1 weights, the normal equations are built
     from weighted power moments (:func:`numpy.einsum`, no per-spectrum
@@ -568,10 +725,10 @@ def normalize_edge(
     m2 = m.reshape(e.size, -1)
     e0c = _e0_columns(e, m, m2, e0, smooth_ev)
 
-    w_pre, w_post = _edge_windows(e, e0c, pre1, pre2, norm1, norm2)
+    win = _edge_windows(e, e0c, pre1, pre2, norm1, norm2, nnorm)
 
-    c_pre, ctr_pre, sc_pre, pre_edge = _window_fit(e, m2, w_pre, 1)
-    c_post, ctr_post, sc_post, post_edge = _window_fit(e, m2, w_post, nnorm)
+    c_pre, ctr_pre, sc_pre, pre_edge = _window_fit(e, m2, win.w_pre, 1)
+    c_post, ctr_post, sc_post, post_edge = _window_fit(e, m2, win.w_post, nnorm)
 
     pre_at_e0 = _poly_eval(c_pre, ctr_pre, sc_pre, e0c)
     post_at_e0 = _poly_eval(c_post, ctr_post, sc_post, e0c)
@@ -605,6 +762,7 @@ def normalize_edge(
             "smooth_ev": smooth_ev,
             "e0_given": e0 is not None,
             "min_window_points": MIN_WINDOW_POINTS,
+            **_window_params(win, e0c, scalar_shape, pre1, pre2, norm2),
         },
     )
 
@@ -681,12 +839,16 @@ def edge_step_stability(
         Invalid input as for :func:`normalize_edge` (non-finite values,
         energy not strictly increasing, ``mu`` not 1-D of length E, ``e0``
         outside the data, reversed windows, ``nnorm`` not in 0..3), or
-        fewer than 5 points in the pre-edge or the configured post-edge
-        window. The sign of the step is not checked.
+        windows refused by :func:`normalize_edge` (too few points after
+        clamping). The sign of the step is not checked.
 
     Notes
     -----
-    An alternative window holding fewer than 5 measured points is skipped.
+    The pre-edge and the configured post-edge windows are those of
+    :func:`normalize_edge`, clamped to the data the same way; ``span`` uses
+    the clamped ``norm2``. An alternative window holding fewer than 5
+    measured points is skipped, and so is a degree the configured window
+    cannot determine (fewer than ``degree + 1`` points).
     Cost: one pass over the data for the weighted power moments of the
     three windows (up to degree 2 * (nnorm + 1)), then one small batched
     solve per degree; no per-alternative pass over the spectrum.
@@ -701,25 +863,26 @@ def edge_step_stability(
     e0c = _e0_columns(e, m, m2, _check_float("e0", e0), 0.0)  # validates; e0 is given
 
     e0f = float(e0c[0])
-    w_pre = _window_mask(e, e0c + pre1, e0c + pre2, "pre-edge", e0c, pre1, f"e0{pre2:+g}")
-    c_pre, ctr_pre, sc_pre, _ = _window_fit(e, m2, w_pre, 1)
+    # the windows of normalize_edge (clamped to the data, checked the same way)
+    win = _edge_windows(e, e0c, pre1, pre2, norm1, norm2, nnorm)
+    c_pre, ctr_pre, sc_pre, _ = _window_fit(e, m2, win.w_pre, 1)
     pre_at_e0 = float(_poly_eval(c_pre, ctr_pre, sc_pre, e0c)[0])
 
-    # windows as absolute energies, selected exactly as normalize_edge does
-    hi_abs = e[-1] if norm2 is None else e0f + norm2
+    # post-edge windows as absolute energies, the configured one (clamped) first
+    hi_abs = float(win.post_hi[0])
     span = (hi_abs - e0f) - norm1
     lo = np.array([e0f + norm1, e0f + norm1, e0f + norm1 + span / 3.0])
     hi = np.array([hi_abs, e0f + norm1 + 2.0 * span / 3.0, hi_abs])
-    # the configured window (first) must hold enough points; the others are skipped if not
-    _window_mask(
-        e, lo[:1], hi[:1], "post-edge", e0c, norm1,
-        "last energy" if norm2 is None else f"e0{norm2:+g}",
-    )
     masks = (e[:, None] >= lo[None, :]) & (e[:, None] <= hi[None, :])  # (E, 3)
-    usable = masks.sum(axis=0) >= MIN_WINDOW_POINTS
+    counts = masks.sum(axis=0)
+    usable = counts >= _MIN_ALTERNATIVE_POINTS
+    usable[0] = True  # the configured window holds enough points (checked above)
     # skipped windows get a harmless stand-in so the batched solve stays regular
     weights = np.where(usable[None, :], masks, masks[:, :1]).astype(float)
-    degrees = sorted({min(max(nnorm + d, 0), 3) for d in (-1, 0, 1)})
+    # a degree is fitted only if the configured window determines it (at least
+    # degree + 1 points; always true for nnorm); the alternatives used then
+    # hold at least _MIN_ALTERNATIVE_POINTS = 5 >= degree + 1 points.
+    degrees = sorted({min(max(nnorm + d, 0), 3) for d in (-1, 0, 1)} & set(range(int(counts[0]))))
     _, centre, scale, moments, rhs = _window_moments(
         e, np.repeat(m2, 3, axis=1), weights, degrees[-1]
     )
@@ -814,6 +977,10 @@ def normalize_stack(
 
     Notes
     -----
+    Windows are clamped to the data per pixel exactly as in
+    :func:`normalize_edge` (each pixel's e0 moves its windows); which
+    windows were clamped is not returned here (call :func:`normalize_edge`
+    on a pixel's spectrum to see its ``params``).
     Applies :func:`normalize_edge` to each block with
     :func:`dask.array.map_blocks`; each block returns a packed
     ``(2 + 2E, m)`` array (e0, step, norm rows, flat rows) that is then
