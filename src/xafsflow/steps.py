@@ -312,9 +312,14 @@ def spectrum_flags(energy, mu, res, element, edge, max_step_change: float) -> li
 
     e0, step, p = float(res.e0), float(res.edge_step), res.params
     flags = []
-    npre = int(np.sum((energy >= e0 + p["pre1"]) & (energy <= e0 + p["pre2"])))
+    # points of the windows actually fitted (clamped to the data by normalize_edge)
+    npre, npost = int(p["pre_points"]), int(p["post_points"])
     if npre < 10:
         flags.append(f"short_pre_edge({npre} points)")
+    if npost < 10:
+        flags.append(f"short_post_edge({npost} points)")
+    if "pre2" in p["clamped"]:  # the scan starts too late for the pre-edge window: it moved toward e0
+        flags.append(f"pre_edge_extended(pre2 {p['pre2']:g} -> {p['pre2_used']:.1f} eV)")
     noise = _noise_sd(mu)
     if noise > 0 and step < 10 * noise:
         flags.append(f"low_edge_step(step/noise={step / noise:.1f})")
