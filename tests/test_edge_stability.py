@@ -148,7 +148,7 @@ def test_bad_input():
     with pytest.raises(AnalysisInputError, match="post-edge window"):
         edge_step_stability(energy, mu, e0, norm1=energy[-1] - e0 - 1.0)
     with pytest.raises(AnalysisInputError, match="pre-edge window"):
-        edge_step_stability(energy, mu, e0, pre1=-400.0, pre2=-250.0)
+        edge_step_stability(energy, mu, e0, pre1=-38.0, pre2=-30.0)  # 2 points
     with pytest.raises(AnalysisInputError, match="one spectrum"):
         edge_step_stability(energy, np.stack([mu, mu], axis=1), e0)
     with pytest.raises(AnalysisInputError, match="e0"):

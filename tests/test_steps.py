@@ -181,8 +181,9 @@ def test_reader_warnings_reach_provenance(tmp_path, shared):
     raw = ingest("b11", "xanes", "xdi", [str(shared / "xdi/bad/bad_11.xdi")], tmp_path / "r.zarr")
     warns = read_provenance(raw)["warnings"]
     assert any("line 12" in w for w in warns) and any("line 13" in w for w in warns)
-    # the bad_* files hold only a few points around 8830 eV: too few for a pre-edge line
-    with pytest.raises(AnalysisInputError, match="pre-edge window"):
+    # the bad_* files hold only a few points around 8830 eV: the pre-edge window clamps to
+    # them, but nothing reaches the post-edge window
+    with pytest.raises(AnalysisInputError, match="post-edge window"):
         normalize(raw, tmp_path / "n.zarr", analysis_defaults("xanes"))
 
 

@@ -380,22 +380,25 @@ def read_scan_sheet(path: str | Path, config: dict, produced: set[str] | None = 
 def _check_sizes(scans: list[Scan], sheet: Path) -> None:
     """Refuse parameters that no existing file of the scans sharing them can support (e.g. k_max 100000).
 
-    The bound is the largest file of each group of scans with the same kind and
-    parameters: a K range that even it cannot support is a configuration
+    The bound is the largest file (in bytes) of each group of scans with the
+    same kind and parameters: a K range that even it cannot support is a configuration
     mistake, stopped here; a single short (or truncated) file fails its own scan
     in its own job, with the same message, and the others go on.
     """
     from xafsflow.io.columns import count_data_rows
 
-    groups: dict = {}
+    groups: dict = {}  # (kind, parameters) -> (scan, bytes) of its largest file; stat only, no reading
     for scan in scans:
-        if scan.format in ("xdi", "columns") and Path(scan.paths[0]).exists():
+        if scan.format in ("xdi", "columns"):
+            try:
+                size = Path(scan.paths[0]).stat().st_size
+            except OSError:
+                continue
             key = (scan.kind, json.dumps(scan.params, sort_keys=True))
-            rows = count_data_rows(scan.paths[0])
-            if key not in groups or rows > groups[key][1]:
-                groups[key] = (scan, rows)
-    for (kind, params_json), (scan, rows) in groups.items():
-        for msg in _size_problems(kind, params_json, rows):
+            if key not in groups or size > groups[key][1]:
+                groups[key] = (scan, size)
+    for (kind, params_json), (scan, _) in groups.items():
+        for msg in _size_problems(kind, params_json, count_data_rows(scan.paths[0])):
             raise ScanSheetError(f"scan {scan.scan_id!r}: {msg} (the largest file with these parameters; "
                                  f"config analysis.{kind} or the row's overrides)", sheet, scan.line)
 

@@ -396,6 +396,7 @@ def _spectrum_arrays(req: NormalizeRequest):
 def _write_spectrum_store(req: NormalizeRequest, energy, mu, res, extra_arrays: dict) -> None:
     flags = spectrum_flags(energy, mu, res, req.base["element"], req.base["edge"],
                            req.params["normalize"]["max_step_change"])
+    req.warnings += list(res.params.get("clamp_warnings", []))  # windows moved to fit the data
     prov = req.provenance({"normalize": res.params})
     with st.atomic_store(req.out) as g:
         st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})

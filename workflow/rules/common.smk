@@ -1,6 +1,7 @@
 # Configuration and scan sheet: validated (with the schema's defaults filled in)
 # before any job runs; paths from xafsflow.layout, products from the registry.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,35 +41,46 @@ def scan_of(wildcards):
     return CAMPAIGN.scan(wildcards.scan_id)
 
 
-def raw_inputs(wildcards):
-    return scan_of(wildcards).paths
-
-
-def energies_input(wildcards):
+# Each job's variable arguments come from ONE callable per rule: Snakemake inspects
+# every callable of every job, so on a campaign of thousands of scans fewer
+# callables build the DAG markedly faster (benchmarks/bench_dag.py).
+def ingest_inputs(wildcards):
     scan = scan_of(wildcards)
-    return [scan.fields["energy"]] if scan.format == "tiff_stack" else []
+    return {"raw": scan.paths, "energies": [scan.fields["energy"]] if scan.format == "tiff_stack" else []}
 
 
-def sheet_fields_json(wildcards):
-    return json.dumps(scan_of(wildcards).fields, sort_keys=True)
+def _block_json(scan, block):
+    """The scan's resolved ``block`` (e.g. normalize) as JSON, for the step's --params."""
+    return json.dumps({block: scan.params[block]} if block in scan.params else {}, sort_keys=True)
 
 
-def params_json(block):
-    """params entry: the scan's resolved ``block`` (e.g. normalize) as JSON, for the step's --params."""
-    def block_json(wildcards):
-        params = scan_of(wildcards).params
-        return json.dumps({block: params[block]} if block in params else {}, sort_keys=True)
-
-    return block_json
-
-
-def step_hash(step):
-    """params entry: the hash of this step's own resolved parameters (a change reruns this step only)."""
-    return lambda wildcards: CAMPAIGN.step_hash(wildcards.scan_id, step)
+def ingest_args(wildcards):
+    """Arguments of `xafsflow ingest` for one scan, with the hash of what it depends on."""
+    scan = scan_of(wildcards)
+    energies = f" --energies {shlex.quote(scan.fields['energy'])}" if scan.format == "tiff_stack" else ""
+    return (f"--kind {scan.kind} --format {scan.format}"
+            f" --fields {shlex.quote(json.dumps(scan.fields, sort_keys=True))}{energies}"
+            f" --params-hash {CAMPAIGN.step_hash(scan.scan_id, 'ingest')}")
 
 
-def is_stack(wildcards):
-    return scan_of(wildcards).kind == "stack"
+def step_args(step, block):
+    """params entry: `--params <block JSON> --params-hash <hash of this step's own parameters>`.
+
+    The hash changes only with this step's resolved parameters (and code
+    version), so a change reruns this step and what depends on it, nothing else.
+    """
+
+    def args(wildcards):
+        scan = scan_of(wildcards)
+        return (f"--params {shlex.quote(_block_json(scan, block))}"
+                f" --params-hash {CAMPAIGN.step_hash(scan.scan_id, step)}")
+
+    return args
+
+
+def stack_or(stack_value, other):
+    """Resource or thread count: ``stack_value`` for image stacks, ``other`` for the rest."""
+    return lambda wildcards: stack_value if scan_of(wildcards).kind == "stack" else other
 
 
 def product_targets(product):

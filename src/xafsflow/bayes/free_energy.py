@@ -136,7 +136,7 @@ def combine_runs(values, axis: int = 0):
 
 
 def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400,
-                   level: float = 0.95) -> dict:
+                   level: float = 0.95, b_range: tuple[float, float] | None = None) -> dict:
     """Noise level sigma-hat maximising log Z(b) (Tokuda et al. 2017), with an interval.
 
     log Z(b) is evaluated on a log-spaced grid over the ladder (b_1 .. b_max) by
@@ -144,11 +144,13 @@ def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400
     a sequence of them), and the runs are combined with :func:`combine_runs`.
     The interval is the central ``level`` interval of the posterior of b under
     a log-uniform (scale-invariant) prior over that range, p(b | D)
-    proportional to Z(b) / b, mapped to sigma = b^(-1/2).
+    proportional to Z(b) / b, mapped to sigma = b^(-1/2). ``b_range`` sets the
+    range instead of the ladder's: models compared by their b-marginal evidence
+    need the same prior on b even when their ladders were tuned apart.
     """
     runs = [np.asarray(energies, float)] if np.ndim(energies) == 2 else [np.asarray(e, float) for e in energies]
     b_pos = bvals[bvals > 0]
-    grid = np.geomspace(b_pos[0], b_pos[-1], n_grid)
+    grid = np.geomspace(*(b_range or (b_pos[0], b_pos[-1])), n_grid)
     logz_runs = np.array([log_evidence(free_energy_curve(e, bvals, n_points, grid), grid, n_points) for e in runs])
     logz = combine_runs(logz_runs)
     i = int(np.argmax(logz))

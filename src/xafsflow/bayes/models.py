@@ -54,6 +54,25 @@ class SpectralModel:
     def centre_index(self, k: int) -> int:
         return self.nb + 3 * k + 1
 
+    def component_from_peak(self, centre: float, height: float, sd: float) -> np.ndarray:
+        """The 3 parameters of a component of peak ``height`` and standard deviation ``sd`` (x units) at
+        ``centre``, moved into the prior's support of the last component."""
+        if self.comp_type == COMP_GAUSS_AREA:
+            vals = [height * sd * math.sqrt(2 * math.pi), centre, sd]
+        else:
+            vals = [height, centre, 1.0 / sd**2]
+        pri = self.priors[self.nb + 3 * (self.K - 1): self.nb + 3 * self.K]
+        return np.array([_into_support(p, v) for p, v in zip(pri, vals)])
+
+    def with_component(self, theta_fewer: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """A parameter vector of this model from one with a component fewer plus ``new`` (centres ordered)."""
+        theta_fewer = np.asarray(theta_fewer, float)
+        if theta_fewer.size != self.n_params - 3:
+            raise ValueError(f"expected {self.n_params - 3} parameters, got {theta_fewer.size}")
+        comps = np.vstack([theta_fewer[self.nb:].reshape(-1, 3), np.asarray(new, float)[None, :]])
+        comps = comps[np.argsort(comps[:, 1], kind="stable")]
+        return np.concatenate([theta_fewer[: self.nb], comps.ravel()])
+
     # ------------------------------------------------------------------ numpy reference
     def components(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """(K, N) component curves (no cut)."""
@@ -128,6 +147,18 @@ def background(bg_type: int, bg: np.ndarray, x: np.ndarray) -> np.ndarray:
     sig = fwhm / (2 * math.sqrt(2 * math.log(2)))
     gau = np.exp(-0.5 * (e / sig) ** 2) / (sig * math.sqrt(2 * math.pi))
     return step + area * (eta * lor + (1 - eta) * gau)
+
+
+def _into_support(p: Prior, v: float) -> float:
+    """``v`` moved just inside the support of prior ``p``."""
+    if p.dist == "fixed":
+        return p.a
+    if p.dist in ("uniform", "loguniform"):
+        pad = 1e-6 * (p.b - p.a)
+        return float(min(max(v, p.a + pad), p.b - pad))
+    if p.dist == "gamma":
+        return float(max(v, 1e-12))
+    return float(v)
 
 
 # --------------------------------------------------------------------------- builders

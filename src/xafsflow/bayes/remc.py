@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from xafsflow.bayes.settings import ChainSettings  # noqa: F401 - part of this module's API
 from xafsflow.bayes.models import Z_CUT, SpectralModel
 
 SQRT2PI = math.sqrt(2.0 * math.pi)
@@ -587,10 +588,22 @@ class ChainState:
         return ChainState(*(getattr(self, a).copy() for a in self.ARRAYS))
 
 
-def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.Generator) -> ChainState:
-    """Every slot starts from its own prior draw; step sizes start from the prior's scale."""
+def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.Generator,
+                  start: np.ndarray | None = None) -> ChainState:
+    """Every slot starts from its own prior draw; step sizes start from the prior's scale.
+
+    With ``start`` (a parameter vector, e.g. a candidate built from the K - 1
+    solution), the coldest third of the replicas start there instead, so a mode
+    the prior draws would rarely reach is in the chain from the beginning; the
+    hotter replicas still start from the prior.
+    """
     L, P, N, K = bvals.size, model.n_params, x.size, model.K
     theta = model.sample_prior(rng, L)
+    if start is not None:
+        start = np.asarray(start, float)
+        if start.shape != (P,) or not np.isfinite(model.log_prior(start)):
+            raise ValueError("a start must be a parameter vector inside the prior's support")
+        theta[L - max(1, (L - 1) // 3):] = start
     st = ChainState(
         theta=theta, resid=np.zeros((L, N)), comp=np.zeros((L, K, N)), bgv=np.zeros((L, N)),
         bgp=np.zeros((L, 3, N if model.bg_type else 0)),
@@ -622,28 +635,6 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
 
 
 @dataclass
-class ChainSettings:
-    sweeps: int = 4000  # production sweeps
-    burn_in: int = 4000
-    thin: int = 10
-    block: int = 50  # sweeps per kernel call (a multiple of thin)
-    adapt_every: int = 50
-    target_acceptance: float = 0.4
-    refresh: int = 100
-    checkpoint_every: int = 500  # sweeps (a multiple of block)
-    joint_window: int = 500  # burn-in sweeps whose draws estimate the joint-move covariance
-    joint_min: int = 200  # joint moves start once this many burn-in draws are there
-    joint_target: float = 0.25
-
-    def check(self):
-        if self.block % self.thin:
-            raise ValueError("block must be a multiple of thin")
-        if self.checkpoint_every % self.block or self.burn_in % self.block or self.sweeps % self.block:
-            raise ValueError("burn_in, sweeps and checkpoint_every must be multiples of block")
-        return self
-
-
-@dataclass
 class ChainResult:
     bvals: np.ndarray
     energies: np.ndarray  # (sweeps, L) E = SSE / 2N after burn-in
@@ -654,6 +645,9 @@ class ChainResult:
     step: np.ndarray
     n_points: int
     joint_acceptance: np.ndarray | None = None  # (L,) production acceptance of the joint moves
+    state: "ChainState | None" = None  # where the chain stopped (to extend it)
+    rng_state: dict | None = None
+    sweep: int = 0
 
 
 def _draw_block(rng, model, L, P, nsw):
@@ -680,26 +674,34 @@ class _Workspace:
 
 
 def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
-              checkpoint: str | Path | None = None, use_kernel: bool = True, progress=None) -> ChainResult:
+              checkpoint: str | Path | None = None, use_kernel: bool = True, progress=None,
+              resume: ChainResult | None = None, start: np.ndarray | None = None) -> ChainResult:
     """Run one replica-exchange chain: burn-in with step adaptation, then production.
 
     With ``checkpoint`` set, the full state (including the random generator) is
-    saved every ``settings.checkpoint_every`` sweeps, and a chain that finds a
-    matching checkpoint resumes from it, giving exactly the result of an
-    uninterrupted run.
+    saved every ``settings.checkpoint_every`` sweeps and at the end, and a chain
+    that finds a matching checkpoint resumes from it, giving exactly the result
+    of an uninterrupted run. The production length is not part of the match, so
+    a chain asked for more sweeps than it has continues from where it stopped;
+    ``resume`` (a previous result of the same chain) does the same in memory.
+    ``start``: see :func:`initial_state`.
     """
     settings.check()
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     bvals = np.ascontiguousarray(bvals, dtype=np.float64)
     L, P, N = bvals.size, model.n_params, x.size
-    ident = _identity(x, y, model, bvals, settings, seed)
+    ident = _identity(x, y, model, bvals, settings, seed, start)
     resumed = _load_checkpoint(checkpoint, ident) if checkpoint else None
+    if resume is not None and (resumed is None or resumed[2] < resume.sweep):
+        rng = np.random.default_rng()
+        rng.bit_generator.state = resume.rng_state
+        resumed = (resume.state.copy(), rng, resume.sweep, [resume.energies], [resume.samples])
     if resumed is not None:
         st, rng, sweep, energies, samples = resumed
     else:
         rng = np.random.default_rng(seed)
-        st = initial_state(x, y, model, bvals, rng)
+        st = initial_state(x, y, model, bvals, rng, start)
         sweep, energies, samples = 0, [], []
     total = settings.burn_in + settings.sweeps
     work = _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
@@ -716,11 +718,13 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         else:
             energies.append(e_out)
             samples.append(s_out)
-        if checkpoint and sweep % settings.checkpoint_every == 0 and sweep < total:
+        if checkpoint and (sweep % settings.checkpoint_every == 0 or sweep == total):
             _save_checkpoint(checkpoint, ident, st, rng, sweep, energies, samples)
         if progress is not None:
             progress(sweep, total)
-    return _chain_result(st, bvals, energies, samples, L, P, N)
+    res = _chain_result(st, bvals, energies, samples, L, P, N)
+    res.state, res.rng_state, res.sweep = st.copy(), rng.bit_generator.state, sweep
+    return res
 
 
 def _run_one_block(x, y, bvals, model: SpectralModel, settings: ChainSettings, st: ChainState, draws, sweep: int,
@@ -810,14 +814,16 @@ def _adapt(st: ChainState, target: float) -> None:
     st.tried[...] = 0
 
 
-def _identity(x, y, model, bvals, settings, seed) -> str:
+def _identity(x, y, model, bvals, settings, seed, start=None) -> str:
+    """What a checkpoint must match to be resumed: everything but the production length."""
     import hashlib
 
     h = hashlib.sha256()
-    for a in (x, y, bvals):
+    for a in (x, y, bvals) + (() if start is None else (np.asarray(start, float),)):
         h.update(np.ascontiguousarray(a).tobytes())
+    kept = {k: v for k, v in vars(settings).items() if k != "sweeps"}
     h.update(json.dumps([model.name, model.K, [(p.dist, p.a, p.b) for p in model.priors],
-                         vars(settings), list(seed.entropy) if np.ndim(seed.entropy) else [seed.entropy],
+                         kept, list(seed.entropy) if np.ndim(seed.entropy) else [seed.entropy],
                          list(seed.spawn_key)], default=str).encode())
     return h.hexdigest()
 

@@ -49,7 +49,7 @@ def spec_from_params(p: dict, e0: float | None):
 
 def chain_settings(p: dict):
     """The sampler's :class:`~xafsflow.bayes.remc.ChainSettings`; an AnalysisInputError if inconsistent."""
-    from xafsflow.bayes.remc import ChainSettings
+    from xafsflow.bayes.settings import ChainSettings
 
     settings = ChainSettings(sweeps=p["sweeps"], burn_in=p["burn_in"], thin=p["thin"], block=p["block"],
                              adapt_every=p["block"], target_acceptance=p["target_acceptance"],
