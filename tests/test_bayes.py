@@ -12,7 +12,9 @@ from scipy.stats import multivariate_normal
 from xafsflow.bayes import free_energy as fe
 from xafsflow.bayes import nagata
 from xafsflow.bayes.models import peaks_model, xanes_model
-from xafsflow.bayes.posterior import PosteriorSpec, analyse, rhat
+from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec, analyse, rhat
+
+FIXED_LENGTH = Convergence(enabled=False)  # exactly `sweeps` production sweeps
 from xafsflow.bayes.priors import ImproperPriorError, prior_from_config
 from xafsflow.bayes.remc import ChainSettings, run_chain
 from xafsflow.errors import InputError
@@ -141,7 +143,8 @@ def test_linear_gaussian_evidence_is_exact():
 def test_nagata_free_energy_selects_three_components():
     x, y = nagata_data(2012)
     spec = PosteriorSpec(model="peaks", k_min=1, k_max=5, replicas=32, runs=2, sigma=0.1,
-                         ladder=list(np.geomspace(1e-2, 100, 31)), settings=ChainSettings(sweeps=2000, burn_in=1000))
+                         ladder=list(np.geomspace(1e-2, 100, 31)), settings=ChainSettings(sweeps=2000, burn_in=1000),
+                         convergence=FIXED_LENGTH, k_limit=5)
     res = analyse(x, y, spec, 2012, "nagata")
     F = {K: res.per_k[K]["F"] for K in res.ks}
     err = {K: res.per_k[K]["F_err"] for K in res.ks}
@@ -167,7 +170,8 @@ def test_dynesty_evidence_agrees():
     dres = sampler.results
     logz_d, err_d = float(dres.logz[-1]), float(dres.logzerr[-1])
     spec = PosteriorSpec(model="peaks", k_min=3, k_max=3, replicas=32, runs=2, sigma=sigma,
-                         ladder=list(np.geomspace(1e-2, b, 31)), settings=ChainSettings(sweeps=3000, burn_in=1000))
+                         ladder=list(np.geomspace(1e-2, b, 31)), settings=ChainSettings(sweeps=3000, burn_in=1000),
+                         convergence=FIXED_LENGTH, k_limit=3)
     ours = analyse(x, y, spec, 99, "dynesty").per_k[3]
     diff = abs(ours["log_z"] - logz_d)
     assert diff < 0.5
@@ -209,13 +213,18 @@ def test_same_samples_whatever_the_workers():
     from distributed import Client, LocalCluster
 
     x, y = nagata_data(5)
+    # the whole pipeline: tuned ladders, chains extended until converged (or 400 sweeps), K past k_max
     spec = PosteriorSpec(model="peaks", k_min=1, k_max=2, replicas=8, runs=2, sigma=0.1,
-                         settings=ChainSettings(sweeps=100, burn_in=100))
+                         settings=ChainSettings(sweeps=100, burn_in=100, checkpoint_every=100),
+                         tuning=LadderTuning(warmup=100, sweeps=100, rounds=2),
+                         convergence=Convergence(max_sweeps=400), k_limit=3, expand_p=0.0)
     serial = analyse(x, y, spec, 1, "scan")
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=40) as cl, Client(cl) as c:
         dist = analyse(x, y, spec, 1, "scan", client=c)
-    for K in (1, 2):
+    assert serial.ks == dist.ks == [1, 2, 3]  # expand_p = 0: K grows to k_limit
+    for K in serial.ks:
         np.testing.assert_array_equal(serial.per_k[K]["samples"], dist.per_k[K]["samples"])
+        np.testing.assert_array_equal(serial.per_k[K]["bvals"], dist.per_k[K]["bvals"])
     np.testing.assert_array_equal(serial.p_k, dist.p_k)
 
 

@@ -128,7 +128,7 @@ def test_schema_has_the_keys_this_test_is_about():
 
 def test_the_walk_finds_known_defaults():
     where = {c[0] for c in CASES}
-    assert "xafsflow.bayes.remc:ChainSettings:sweeps" in where
+    assert "xafsflow.bayes.settings:ChainSettings:sweeps" in where
     assert "xafsflow.bayes.posterior:PosteriorSpec:replicas" in where
 
 

@@ -15,7 +15,8 @@ from xafsflow.io.store import open_store
 from xafsflow.schemas import analysis_defaults
 from xafsflow.steps import ingest, normalize
 
-SMALL = {"k_min": 1, "k_max": 2, "replicas": 10, "runs": 2, "sweeps": 1000, "burn_in": 500, "checkpoint_every": 100}
+SMALL = {"k_min": 1, "k_max": 2, "replicas": 10, "runs": 2, "sweeps": 1000, "burn_in": 500, "checkpoint_every": 100,
+         "k_limit": 2, "tuning": {"enabled": False}, "convergence": {"enabled": False}}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,9 @@ def test_product_contents(scan_store, tmp_path, demo_dir):
     assert g["p_K"][...].sum() == pytest.approx(1.0)
     assert list(g["K"][...]) == [1, 2]
     ksel = a["k_selected"]
-    names = g[f"K{ksel}/samples"].attrs["parameters"]
-    assert g[f"K{ksel}/samples"].shape == (2, 100, len(names))
+    names = g[f"K{ksel}/posterior"].attrs["parameters"]
+    assert all(g[f"K{ksel}/posterior/{n}"].shape == (2, 100) for n in names)
+    assert g[f"K{ksel}/sample_stats/energy"].shape == (2, 100)
     assert g[f"K{ksel}/energy_trace"].shape[2] == 10
     with open(out / "p.tsv") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
@@ -86,7 +88,8 @@ def test_killed_job_resumes_to_the_uninterrupted_result(scan_store, tmp_path):
     assert not (killed / "p.zarr").exists()
     assert subprocess.run(_cmd(scan_store, killed, params, ck), capture_output=True).returncode == 0
     a, b = open_store(clean / "p.zarr"), open_store(killed / "p.zarr")
-    np.testing.assert_array_equal(a["K1/samples"][...], b["K1/samples"][...])
+    for name in a["K1/posterior"].attrs["parameters"]:
+        np.testing.assert_array_equal(a[f"K1/posterior/{name}"][...], b[f"K1/posterior/{name}"][...])
     np.testing.assert_array_equal(a["free_energy"][...], b["free_energy"][...])
 
 
@@ -149,3 +152,33 @@ def test_unwritable_output_folder_stops_before_the_sampler(scan_store, tmp_path)
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "ck").exists()
     assert time.time() - t < 30
+
+
+def test_store_opens_with_xarray_and_arviz(scan_store, tmp_path):
+    """Users' own tools: xarray indexes by the coordinates, ArviZ reads each K's posterior as is."""
+    xr = pytest.importorskip("xarray")
+    az = pytest.importorskip("arviz")
+    out = tmp_path / "x"
+    out.mkdir()
+    p = subprocess.run(_cmd(scan_store, out, _params(), tmp_path / "ck"), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    store = out / "p.zarr"
+    top = xr.open_zarr(store, consolidated=False)
+    assert float(top["p_K"].sel(K=2)) == pytest.approx(float(open_store(store)["p_K"][1]))
+    assert top["norm"].dims == ("energy",) and "energy" in top.coords
+    noise = xr.open_zarr(store, group="K2/noise", consolidated=False)
+    assert noise["log_evidence_b"].dims == ("b_grid",) and "b_grid" in noise.coords
+    # ArviZ's own route for Zarr v3 stores: a datatree of the K group, no conversion code
+    idata = az.InferenceData.from_datatree(xr.open_datatree(store, engine="zarr", group="K2", consolidated=False))
+    names = open_store(store)["K2/posterior"].attrs["parameters"]
+    assert set(idata.posterior.data_vars) == set(names)
+    assert dict(idata.posterior.sizes) == {"chain": 2, "draw": 100}
+    # the R-hat and bulk ESS the store reports are ArviZ's on the same draws
+    idata.posterior.load()
+    ours = open_store(store)["K2"]
+    want_rhat = az.rhat(idata)
+    want_ess = az.ess(idata, method="bulk")
+    for j, name in enumerate(names):
+        if np.isfinite(ours["rhat"][j]):
+            assert ours["rhat"][j] == pytest.approx(float(want_rhat[name]), rel=1e-6)
+            assert ours["ess_bulk"][j] == pytest.approx(float(want_ess[name]), rel=1e-6)

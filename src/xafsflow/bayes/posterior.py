@@ -22,6 +22,30 @@ from xafsflow.seeds import seed_sequence
 
 
 @dataclass
+class LadderTuning:
+    """Pilot tuning of each K's ladder before its chains (see :mod:`xafsflow.bayes.ladder`)."""
+
+    enabled: bool = True
+    target: float = 0.3  # exchange acceptance each neighbour pair should reach
+    max_replicas: int = 64
+    rounds: int = 4
+    sweeps: int = 1000  # per round
+    warmup: int = 2000
+
+
+@dataclass
+class Convergence:
+    """When a K's chains have sampled enough: checked after each segment of production sweeps."""
+
+    enabled: bool = True
+    max_f_se: float = 0.2  # standard error of F at the selected b (nats)
+    max_rhat: float = 1.01  # rank-normalized split R-hat, every parameter
+    min_ess: float = 200.0  # bulk and tail effective sample size, every parameter (all runs together)
+    max_f_spread: float = 1.0  # independent runs' F at the selected b (nats)
+    max_sweeps: int = 32000  # production sweeps per chain before giving up (flag not_converged)
+
+
+@dataclass
 class PosteriorSpec:
     """What to run for one spectrum."""
 
@@ -36,6 +60,11 @@ class PosteriorSpec:
     settings: ChainSettings = field(default_factory=ChainSettings)
     priors: dict = field(default_factory=dict)
     e0: float | None = None  # xanes: edge energy for the default priors
+    tuning: LadderTuning = field(default_factory=lambda: LadderTuning())
+    convergence: Convergence = field(default_factory=lambda: Convergence())
+    k_limit: int = 8  # K grows past k_max while the largest K tried keeps P(K | data) >= expand_p
+    expand_p: float = 0.01
+    mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         if self.model == "peaks":
@@ -60,7 +89,7 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
         raise AnalysisInputError(f"energy axis is not strictly increasing at point {i + 1}", source)
     if not 1 <= spec.k_min <= spec.k_max:
         raise AnalysisInputError(f"K range [{spec.k_min}, {spec.k_max}] is empty or starts below 1", source)
-    p_max = (0 if spec.model == "peaks" else 7) + 3 * spec.k_max  # background + 3 per component
+    p_max = n_parameters(spec.model, spec.k_max)
     if x.size < 3 * p_max:
         raise AnalysisInputError(
             f"{x.size} points cannot support K up to {spec.k_max} ({p_max} parameters; need at least "
@@ -93,36 +122,45 @@ def auto_ladder(x, y, model: SpectralModel, L: int, b_max: float, rng: np.random
     return np.concatenate([[0.0], np.geomspace(b1, b_max, L - 1)])
 
 
+def _pilot_task(x, y, spec: PosteriorSpec, K: int, bvals, campaign_seed: int, scan_id: str) -> dict:
+    """Tune K's ladder on a pilot chain (its own random stream)."""
+    from xafsflow.bayes.ladder import tune_ladder
+
+    t = spec.tuning
+    ss = seed_sequence(campaign_seed, scan_id, "posterior", K, "ladder")
+    out = tune_ladder(x, y, spec.build(K, x), bvals, spec.settings, ss, target=t.target, rounds=t.rounds,
+                      sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup)
+    return dict(out, K=K)
+
+
 def _task(x, y, spec: PosteriorSpec, K: int, run: int, bvals, campaign_seed: int, scan_id: str,
-          checkpoint_dir: str | None):
+          checkpoint_dir: str | None, sweeps: int | None = None, start=None, resume=None):
+    """One chain (K, run), ``sweeps`` production sweeps long (continuing ``resume`` when given)."""
+    from dataclasses import replace
+
     model = spec.build(K, x)
     ss = seed_sequence(campaign_seed, scan_id, "posterior", K, run)
     ckpt = None if checkpoint_dir is None else str(Path(checkpoint_dir) / f"K{K}_run{run}.npz")
-    r = run_chain(x, y, model, bvals, spec.settings, ss, checkpoint=ckpt)
+    settings = spec.settings if sweeps is None else replace(spec.settings, sweeps=sweeps)
+    r = run_chain(x, y, model, bvals, settings, ss, checkpoint=ckpt, start=start,
+                  resume=None if resume is None else resume["chain"])
     return {"K": K, "run": run, "energies": r.energies, "samples": r.samples, "acceptance": r.acceptance,
             "exchange_rate": r.exchange_rate, "round_trips": r.round_trips, "step": r.step,
             "names": model.names, "seed_entropy": [int(v) for v in np.atleast_1d(ss.entropy)],
-            "checkpoint": ckpt}
+            "checkpoint": ckpt, "chain": r, "sweeps": settings.sweeps}
 
 
 def rhat(chains: np.ndarray) -> np.ndarray:
-    """Split R-hat (Gelman-Rubin on half-chains) per parameter; ``chains`` is (runs, draws, P)."""
-    m, n, p = chains.shape
-    half = n // 2
-    if half < 2:
-        return np.full(p, np.nan)
-    c = np.concatenate([chains[:, :half], chains[:, half: 2 * half]], axis=0)
-    w = c.var(axis=1, ddof=1).mean(axis=0)
-    b = half * c.mean(axis=1).var(axis=0, ddof=1)
-    var = (half - 1) / half * w + b / half
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(var / w)
+    """Rank-normalized split R-hat per parameter; ``chains`` is (runs, draws, P)."""
+    from xafsflow.bayes.diagnostics import rank_normalized_rhat
+
+    return np.atleast_1d(rank_normalized_rhat(chains))
 
 
 @dataclass
 class PosteriorResult:
     ks: list[int]
-    bvals: np.ndarray
+    bvals: np.ndarray  # the starting ladder (each K's own is per_k[K]["bvals"])
     n_points: int
     per_k: dict  # K -> dict of arrays and numbers
     p_k: np.ndarray
@@ -144,25 +182,39 @@ def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source:
     return bvals
 
 
-def _run_tasks(x, y, spec: PosteriorSpec, ks: list[int], bvals, campaign_seed: int, scan_id: str, client,
-               checkpoint_dir, progress) -> list[dict]:
-    """Run every (K, run) task, on the Dask client when one is given, else one after the other."""
-    jobs = [(K, r) for K in ks for r in range(spec.runs)]
-    ck = None if checkpoint_dir is None else str(checkpoint_dir)
-    if client is not None:
-        futs = [client.submit(_task, x, y, spec, K, r, bvals, campaign_seed, scan_id, ck, pure=False,
-                              key=f"posterior-{scan_id}-K{K}-run{r}") for K, r in jobs]
-        return client.gather(futs)
-    outs = []
-    for i, (K, r) in enumerate(jobs):
-        outs.append(_task(x, y, spec, K, r, bvals, campaign_seed, scan_id, ck))
-        if progress:
-            progress(i + 1, len(jobs))
-    return outs
+class _Runner:
+    """Runs pilot and chain tasks, on a Dask client when one is given, else in this process."""
+
+    def __init__(self, x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, log):
+        self.x, self.y, self.spec, self.seed, self.scan_id = x, y, spec, campaign_seed, scan_id
+        self.client = client
+        self.ck = None if checkpoint_dir is None else str(checkpoint_dir)
+        self.log = log or (lambda msg: None)
+
+    def _map(self, fn, arg_list, keys):
+        if self.client is None:
+            return [fn(*a) for a in arg_list]
+        futs = [self.client.submit(fn, *a, pure=False, key=k) for a, k in zip(arg_list, keys)]
+        return self.client.gather(futs)
+
+    def pilots(self, ks, bvals) -> dict:
+        args = [(self.x, self.y, self.spec, K, bvals, self.seed, self.scan_id) for K in ks]
+        keys = [f"posterior-{self.scan_id}-K{K}-ladder" for K in ks]
+        return {o["K"]: o for o in self._map(_pilot_task, args, keys)}
+
+    def chains(self, K, bvals, sweeps, starts, previous=None) -> list[dict]:
+        runs = range(self.spec.runs)
+        args = [(self.x, self.y, self.spec, K, r, bvals, self.seed, self.scan_id, self.ck, sweeps, starts[r],
+                 None if previous is None else previous[r]) for r in runs]
+        keys = [f"posterior-{self.scan_id}-K{K}-run{r}-{sweeps}" for r in runs]
+        return sorted(self._map(_task, args, keys), key=lambda o: o["run"])
 
 
-def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator) -> dict:
+def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator,
+                b_range: tuple[float, float] | None = None) -> dict:
     """One K's runs combined: free energies and their errors, noise or fixed-sigma evidence, samples, R-hat."""
+    from xafsflow.bayes.diagnostics import ess_bulk, ess_tail
+
     f_runs = np.array([fe.bridge(o["energies"], bvals, n) for o in runs])  # (runs, L)
     ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
     ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
@@ -173,17 +225,19 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
     err_spread = f_runs.std(axis=0, ddof=1) / math.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(f)
     f_err = np.maximum(err_boot, err_spread)
     entry = {
-        "runs": runs, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs, "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
+        "runs": runs, "bvals": bvals, "F_ladder": f, "F_ladder_err": f_err, "F_runs": f_runs,
+        "F_ti": ti_runs.mean(axis=0), "F_ss": ss_runs.mean(axis=0),
         "exchange_rate": np.mean([o["exchange_rate"] for o in runs], axis=0),
         "acceptance": np.mean([o["acceptance"] for o in runs], axis=0),
         "round_trips": np.sum([o["round_trips"] for o in runs], axis=0), "names": runs[0]["names"],
+        "sweeps": runs[0]["sweeps"],
     }
     if spec.sigma:
         entry["target_index"] = bvals.size - 1
         entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
         entry["log_z_err"] = float(f_err[-1])
     else:
-        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n)
+        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range)
         entry["noise"] = noise
         entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
         entry["log_z"] = noise["log_evidence_marginal"]
@@ -191,30 +245,160 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
     t = entry["target_index"]
     chains = np.stack([o["samples"][:, t, :] for o in runs])  # (runs, draws, P)
     entry["samples"] = chains
-    entry["rhat"] = rhat(chains) if len(runs) > 1 else np.full(chains.shape[-1], np.nan)
+    entry["rhat"] = rhat(chains)
+    entry["ess_bulk"] = np.atleast_1d(ess_bulk(chains))
+    entry["ess_tail"] = np.atleast_1d(ess_tail(chains))
     entry["F"] = float(f[t])
     entry["F_err"] = float(f_err[t])
     entry["F_spread"] = float(np.ptp(f_runs[:, t]))  # between independent runs at the selected b
     return entry
 
 
+def convergence_report(entry: dict, conv: Convergence, free: np.ndarray) -> dict:
+    """Which convergence criteria one K's chains meet (``free``: mask of sampled parameters)."""
+
+    def worst(a, fn):
+        a = np.asarray(a, float)[free]
+        a = a[np.isfinite(a)]
+        return float(fn(a)) if a.size else float("nan")
+
+    r = {"f_se": entry["F_err"], "f_spread": entry["F_spread"], "rhat": worst(entry["rhat"], np.max),
+         "ess_bulk": worst(entry["ess_bulk"], np.min), "ess_tail": worst(entry["ess_tail"], np.min),
+         "min_exchange": float(np.min(entry["exchange_rate"])), "sweeps": entry["sweeps"]}
+    failing = []
+    if not r["f_se"] <= conv.max_f_se:
+        failing.append("f_se")
+    if len(entry["runs"]) > 1 and not r["f_spread"] <= conv.max_f_spread:
+        failing.append("f_spread")
+    if not r["rhat"] <= conv.max_rhat:
+        failing.append("rhat")
+    if not (r["ess_bulk"] >= conv.min_ess and r["ess_tail"] >= conv.min_ess):
+        failing.append("ess")
+    r["failing"] = failing
+    r["converged"] = not failing
+    return r
+
+
+def _format_progress(K: int, r: dict) -> str:
+    return (f"K={K} sweeps={r['sweeps']} SE(F)={r['f_se']:.3f} dF(runs)={r['f_spread']:.2f} "
+            f"R-hat={r['rhat']:.3f} ESS(bulk,tail)={r['ess_bulk']:.0f},{r['ess_tail']:.0f} "
+            f"min exchange={r['min_exchange']:.2f}" + (" converged" if r["converged"] else
+                                                       f" (not yet: {', '.join(r['failing'])})"))
+
+
+def mode_start(model: SpectralModel, prev_model: SpectralModel, prev_entry: dict, x, y) -> np.ndarray | None:
+    """A start for K components: the best K - 1 draw plus a component at the largest residual peak.
+
+    The K - 1 draw with the smallest squared error (among up to 400 at the
+    selected b) is kept, and the new component is placed where the data exceed
+    that fit most, with the residual's height and a width from the residual
+    peak's half-maximum points; all clipped into the prior's support. Returns
+    None when no such start lies inside the prior.
+    """
+    flat = prev_entry["samples"].reshape(-1, prev_model.n_params)
+    pick = flat[:: max(1, flat.shape[0] // 400)]
+    sse = np.array([np.sum((y - prev_model.evaluate(x, t)) ** 2) for t in pick])
+    best = pick[int(np.argmin(sse))]
+    resid = y - prev_model.evaluate(x, best)
+    i = int(np.argmax(resid))
+    height = float(resid[i])
+    if height <= 0:
+        return None
+    half = resid >= height / 2
+    lo = i
+    while lo > 0 and half[lo - 1]:
+        lo -= 1
+    hi = i
+    while hi < x.size - 1 and half[hi + 1]:
+        hi += 1
+    sd = max((x[hi] - x[lo]) / 2.355, 0.5 * float(np.min(np.diff(x))))
+    new = model.component_from_peak(float(x[i]), height, sd)
+    theta = model.with_component(best, new)
+    return theta if np.isfinite(model.log_prior(theta)) else None
+
+
+def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int, b_range) -> dict:
+    """Chains of one K, extended segment by segment until they converge or the budget is spent."""
+    spec = runner.spec
+    if pilot is not None:
+        bvals = pilot["bvals"]
+    starts = [start] * spec.runs
+    sweeps = spec.settings.sweeps
+    runs = runner.chains(K, bvals, sweeps, starts)
+    free = spec.build(K, runner.x).kernel_arrays()[0] != 0
+    segment = 0
+    while True:
+        boot_rng = np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap",
+                                                       K, segment))
+        entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range)
+        report = convergence_report(entry, spec.convergence, free)
+        runner.log(_format_progress(K, report))
+        if not spec.convergence.enabled or report["converged"] or sweeps >= spec.convergence.max_sweeps:
+            break
+        sweeps = min(2 * sweeps, spec.convergence.max_sweeps)  # doubling: few evaluations, little waste
+        sweeps -= sweeps % spec.settings.block
+        runs = runner.chains(K, bvals, sweeps, starts, previous=runs)
+        segment += 1
+    report["enabled"] = spec.convergence.enabled
+    entry["convergence"] = report
+    entry["pilot"] = pilot
+    entry["start"] = start
+    for o in runs:  # the chain states were only needed to extend them
+        o.pop("chain", None)
+    return entry
+
+
+def _next_k(per_k: dict, spec: PosteriorSpec, n: int) -> int | None:
+    """The next K to sample: through [k_min, k_max], then past it while the largest K keeps evidence."""
+    ks = sorted(per_k)
+    top = ks[-1]
+    if top < spec.k_max:
+        return top + 1
+    p = fe.model_probabilities(np.array([per_k[K]["log_z"] for K in ks]))
+    if p[-1] >= spec.expand_p and top < spec.k_limit and 3 * n_parameters(spec.model, top + 1) <= n:
+        return top + 1
+    return None
+
+
+def n_parameters(model: str, K: int) -> int:
+    """Parameters of ``model`` with K components (background + 3 per component)."""
+    return (0 if model == "peaks" else 7) + 3 * K
+
+
 def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,
             checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None) -> PosteriorResult:
-    """Sample every K in [k_min, k_max] (``runs`` independent chains each) and compare them."""
+    """Sample K = k_min, k_min + 1, ... (``runs`` independent chains each) and compare them by evidence.
+
+    For each K: a pilot tunes its ladder (unless an explicit ladder is given or
+    tuning is off); its chains start, in their coldest third, from the K - 1
+    solution with a component added at the largest residual peak; they are
+    extended (doubling) until :class:`Convergence` holds or its sweep budget is
+    spent. K goes past ``k_max`` (up to ``k_limit``) while the largest K tried
+    keeps P(K | data) >= ``expand_p``. ``progress(message)`` gets one line per
+    K and segment.
+    """
     x, y = check_spectrum(x, y, spec, source)
     n = x.size
-    bvals = _ladder(x, y, spec, campaign_seed, scan_id, source)
-    ks = list(range(spec.k_min, spec.k_max + 1))
-    outs = _run_tasks(x, y, spec, ks, bvals, campaign_seed, scan_id, client, checkpoint_dir, progress)
-    per_k = {}
-    boot_rng = np.random.default_rng(seed_sequence(campaign_seed, scan_id, "posterior", "bootstrap"))
-    for K in ks:
-        runs = sorted((o for o in outs if o["K"] == K), key=lambda o: o["run"])
-        per_k[K] = _evaluate_k(runs, spec, bvals, n, boot_rng)
+    base = _ladder(x, y, spec, campaign_seed, scan_id, source)
+    b_range = (float(base[1]), float(base[-1]))  # one prior on b for every K's marginal evidence
+    runner = _Runner(x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, progress)
+    tune = spec.tuning.enabled and not spec.ladder
+    pilots = runner.pilots(list(range(spec.k_min, spec.k_max + 1)), base) if tune else {}
+    per_k: dict = {}
+    K = spec.k_min
+    while K is not None:
+        if tune and K not in pilots:
+            pilots.update(runner.pilots([K], base))
+        start = None
+        if spec.mode_starts and K - 1 in per_k:
+            start = mode_start(spec.build(K, x), spec.build(K - 1, x), per_k[K - 1], x, y)
+        per_k[K] = _sample_k(runner, K, base, pilots.get(K), start, n, b_range)
+        K = _next_k(per_k, spec, n)
+    ks = sorted(per_k)
     log_z = np.array([per_k[K]["log_z"] for K in ks])
     p_k = fe.model_probabilities(log_z)
     k_sel = ks[int(np.argmax(p_k))]
-    return PosteriorResult(ks, bvals, n, per_k, p_k, k_sel, spec.sigma, per_k[k_sel].get("noise"))
+    return PosteriorResult(ks, base, n, per_k, p_k, k_sel, spec.sigma, per_k[k_sel].get("noise"))
 
 
 def summarize(samples: np.ndarray, names: list[str]) -> list[dict]:

@@ -40,11 +40,13 @@ def add_arguments(p) -> None:
 
 def spec_from_params(p: dict, e0: float | None):
     """A :class:`~xafsflow.bayes.posterior.PosteriorSpec` from the validated ``posterior`` block."""
-    from xafsflow.bayes.posterior import PosteriorSpec
+    from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
 
     return PosteriorSpec(model=p["model"], k_min=p["k_min"], k_max=p["k_max"], replicas=p["replicas"],
                          runs=p["runs"], sigma=p["sigma"], ladder=p["ladder"], b_max_factor=p["b_max_factor"],
-                         settings=chain_settings(p), priors=p.get("priors") or {}, e0=e0)
+                         settings=chain_settings(p), priors=p.get("priors") or {}, e0=e0,
+                         tuning=LadderTuning(**p["tuning"]), convergence=Convergence(**p["convergence"]),
+                         k_limit=p["k_limit"], expand_p=p["expand_p"], mode_starts=p["mode_starts"])
 
 
 def chain_settings(p: dict):
@@ -87,6 +89,16 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         problems.append(exc.reason)
     if params["k_min"] > params["k_max"]:
         problems.append(f"K range [{params['k_min']}, {params['k_max']}] is empty (k_min > k_max)")
+    if params["k_limit"] < params["k_max"]:
+        problems.append(f"k_limit {params['k_limit']} is below k_max {params['k_max']}")
+    block = params["block"]
+    for key in ("tuning.sweeps", "tuning.warmup", "convergence.max_sweeps"):
+        sect, name = key.split(".")
+        if params[sect][name] % block:
+            problems.append(f"{key} ({params[sect][name]}) must be a multiple of block ({block})")
+    if params["convergence"]["max_sweeps"] < params["sweeps"]:
+        problems.append(f"convergence.max_sweeps ({params['convergence']['max_sweeps']}) is below sweeps "
+                        f"({params['sweeps']})")
     lo, hi = params["fit_range"]
     if not lo < hi:
         problems.append(f"fit_range [{lo}, {hi}] is not ordered (start below end, eV from E0)")
@@ -142,6 +154,9 @@ def quality_flags(res, q: dict) -> list[str]:
         flags.append("sigma_at_ladder_edge")
     if q["k_at_limit"] and res.k_selected == max(res.ks):
         flags.append(f"k_at_limit(K={res.k_selected})")
+    conv = ent.get("convergence")
+    if conv is not None and not conv["converged"] and conv.get("enabled", True):
+        flags.append(f"not_converged({','.join(conv['failing'])} after {conv['sweeps']} sweeps)")
     return flags
 
 
@@ -185,14 +200,15 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     x, y, e0, src = fitted_data(scan_store, p["fit_range"])
     spec = spec_from_params(p, e0)
 
-    def progress(done, total):
-        print(f"posterior {scan_id}: {done}/{total} chains", file=sys.stderr, flush=True)
+    def progress(message):
+        print(f"posterior {scan_id}: {message}", file=sys.stderr, flush=True)
 
     if threads > 1:
         from xafsflow.distributed import client
 
         with client(threads, mem_mb, dashboard=dashboard) as c:
-            res = analyse(x, y, spec, campaign_seed, scan_id, client=c, checkpoint_dir=checkpoint_dir, source=src)
+            res = analyse(x, y, spec, campaign_seed, scan_id, client=c, checkpoint_dir=checkpoint_dir, source=src,
+                          progress=progress)
     else:
         res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
                       progress=progress)
@@ -206,7 +222,13 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
 
 
 def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, scan_store):
-    """The product store: per K samples, traces, rates and free energies; P(K), sigma-hat."""
+    """The product store: per K samples, traces, rates and free energies; P(K), sigma-hat.
+
+    Laid out for users' own tools: every coordinate array is named after its
+    dimension (``energy``, ``K``, ``b_grid``), so ``xarray.open_zarr`` indexes by
+    them; each ``K<k>`` group holds ``posterior`` (one (chain, draw) array per
+    parameter) and ``sample_stats`` (``energy``) groups as ArviZ expects.
+    """
     ks = res.ks
     sel = res.per_k[res.k_selected]
     attrs = {
@@ -226,41 +248,60 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
                              "task_seeds": {f"K{o['K']}_run{o['run']}": o["seed_entropy"]
                                             for K in ks for o in res.per_k[K]["runs"]}})
     with st.atomic_store(out) as g:
-        st.put_array(g, "energy", x, ("point",), attrs={"units": "eV"})
-        st.put_array(g, "norm", y, ("point",))
-        st.put_array(g, "b", res.bvals, ("replica",), attrs={"meaning": "noise precision ladder, b = 1/sigma^2"})
-        st.put_array(g, "K", np.array(ks), ("k",))
-        st.put_array(g, "free_energy", [res.per_k[K]["F"] for K in ks], ("k",))
-        st.put_array(g, "free_energy_err", [res.per_k[K]["F_err"] for K in ks], ("k",))
-        st.put_array(g, "log_evidence", [res.per_k[K]["log_z"] for K in ks], ("k",))
-        st.put_array(g, "log_evidence_err", [res.per_k[K]["log_z_err"] for K in ks], ("k",))
-        st.put_array(g, "p_K", res.p_k, ("k",))
+        st.put_array(g, "energy", x, ("energy",), attrs={"units": "eV"})
+        st.put_array(g, "norm", y, ("energy",))
+        st.put_array(g, "b", res.bvals, ("replica",),
+                     attrs={"meaning": "starting precision ladder, b = 1/sigma^2 (each K's tuned one: K<k>/b)"})
+        st.put_array(g, "K", np.array(ks), ("K",))
+        for name, key in (("free_energy", "F"), ("free_energy_err", "F_err"), ("log_evidence", "log_z"),
+                          ("log_evidence_err", "log_z_err")):
+            st.put_array(g, name, [res.per_k[K][key] for K in ks], ("K",))
+        st.put_array(g, "p_K", res.p_k, ("K",))
         for K in ks:
-            ent = res.per_k[K]
-            sub = g.create_group(f"K{K}")
-            t = ent["target_index"]
-            st.put_array(sub, "samples", ent["samples"], ("run", "draw", "parameter"),
-                         attrs={"parameters": ent["names"], "b": float(res.bvals[t])})
-            thin = max(1, ent["runs"][0]["energies"].shape[0] // 500)
-            st.put_array(sub, "energy_trace", np.stack([o["energies"][::thin] for o in ent["runs"]]),
-                         ("run", "sweep", "replica"), attrs={"every": thin})
-            st.put_array(sub, "acceptance", ent["acceptance"], ("replica", "parameter"))
-            st.put_array(sub, "exchange_rate", ent["exchange_rate"], ("pair",))
-            st.put_array(sub, "round_trips", ent["round_trips"], ("replica",))
-            st.put_array(sub, "free_energy_ladder", ent["F_ladder"], ("replica",))
-            st.put_array(sub, "free_energy_ladder_err", ent["F_ladder_err"], ("replica",))
-            st.put_array(sub, "free_energy_ti_ladder", ent["F_ti"], ("replica",),
-                         attrs={"method": "thermodynamic integration (cross-check)"})
-            st.put_array(sub, "free_energy_ss_ladder", ent["F_ss"], ("replica",),
-                         attrs={"method": "one-sided stepping stones (cross-check)"})
-            st.put_array(sub, "free_energy_runs", ent["F_runs"][:, t], ("run",))
-            st.put_array(sub, "rhat", ent["rhat"], ("parameter",))
-            if "noise" in ent:
-                st.put_array(sub, "b_grid", ent["noise"]["grid"], ("b_grid",))
-                st.put_array(sub, "log_evidence_b", ent["noise"]["log_evidence"], ("b_grid",))
-            st.set_attrs(sub, K=K, F=ent["F"], F_err=ent["F_err"], log_evidence=ent["log_z"],
-                         target_replica=t, sigma_hat=ent.get("noise", {}).get("sigma_hat"))
+            _write_k_group(g.create_group(f"K{K}"), K, res.per_k[K], spec)
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
+
+
+def _write_k_group(sub, K: int, ent: dict, spec) -> None:
+    """One K: ArviZ groups (posterior, sample_stats) and the sampler's diagnostics."""
+    t = ent["target_index"]
+    bvals = ent["bvals"]
+    post = sub.create_group("posterior")
+    for j, name in enumerate(ent["names"]):
+        st.put_array(post, name, ent["samples"][:, :, j], ("chain", "draw"))
+    st.set_attrs(post, b=float(bvals[t]), parameters=ent["names"])
+    stats = sub.create_group("sample_stats")
+    thin = spec.settings.thin
+    e_draws = np.stack([o["energies"][thin - 1:: thin, t][: ent["samples"].shape[1]] for o in ent["runs"]])
+    st.put_array(stats, "energy", e_draws, ("chain", "draw"), attrs={"meaning": "E = SSE / 2N of each draw"})
+    every = max(1, ent["runs"][0]["energies"].shape[0] // 500)
+    st.put_array(sub, "energy_trace", np.stack([o["energies"][::every] for o in ent["runs"]]),
+                 ("chain", "sweep", "replica"), attrs={"every": every})
+    st.put_array(sub, "b", bvals, ("replica",), attrs={"meaning": "this K's precision ladder (frozen after tuning)"})
+    st.put_array(sub, "acceptance", ent["acceptance"], ("replica", "parameter"))
+    st.put_array(sub, "exchange_rate", ent["exchange_rate"], ("pair",))
+    st.put_array(sub, "round_trips", ent["round_trips"], ("replica",))
+    st.put_array(sub, "free_energy_ladder", ent["F_ladder"], ("replica",))
+    st.put_array(sub, "free_energy_ladder_err", ent["F_ladder_err"], ("replica",))
+    st.put_array(sub, "free_energy_ti_ladder", ent["F_ti"], ("replica",),
+                 attrs={"method": "thermodynamic integration (cross-check)"})
+    st.put_array(sub, "free_energy_ss_ladder", ent["F_ss"], ("replica",),
+                 attrs={"method": "one-sided stepping stones (cross-check)"})
+    st.put_array(sub, "free_energy_runs", ent["F_runs"][:, t], ("chain",))
+    for name in ("rhat", "ess_bulk", "ess_tail"):
+        st.put_array(sub, name, ent[name], ("parameter",), attrs={"parameters": ent["names"]})
+    if "noise" in ent:  # its own group: a coordinate here would be inherited by posterior/ in a datatree
+        noise = sub.create_group("noise")
+        st.put_array(noise, "b_grid", ent["noise"]["grid"], ("b_grid",))
+        st.put_array(noise, "log_evidence_b", ent["noise"]["log_evidence"], ("b_grid",))
+    pilot = ent.get("pilot")
+    if pilot is not None:
+        st.put_array(sub, "pilot_exchange_rate", pilot["exchange_rate"], ("pilot_pair",),
+                     attrs={"meaning": "exchange acceptance per pair in the pilot's last round"})
+    conv = dict(ent.get("convergence") or {})
+    st.set_attrs(sub, K=K, F=ent["F"], F_err=ent["F_err"], log_evidence=ent["log_z"],
+                 target_replica=t, sigma_hat=ent.get("noise", {}).get("sigma_hat"), convergence=conv,
+                 pilot_rounds=None if pilot is None else pilot["rounds"], started_from_fewer=ent.get("start") is not None)
 
 
 def write_tsv(path, res) -> None:
