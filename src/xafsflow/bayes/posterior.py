@@ -210,15 +210,22 @@ class _Runner:
         return sorted(self._map(_task, args, keys), key=lambda o: o["run"])
 
 
-def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator,
+def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator | None,
                 b_range: tuple[float, float] | None = None) -> dict:
-    """One K's runs combined: free energies and their errors, noise or fixed-sigma evidence, samples, R-hat."""
+    """One K's runs combined: free energies and their errors, noise or fixed-sigma evidence, samples, R-hat.
+
+    Errors of F by a block bootstrap within each run; without ``boot_rng`` by
+    batch means (cheap, for deciding whether to sample on).
+    """
     from xafsflow.bayes.diagnostics import ess_bulk, ess_tail
 
     f_runs = np.array([fe.bridge(o["energies"], bvals, n) for o in runs])  # (runs, L)
     ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
     ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
-    boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
+    if boot_rng is None:
+        boot = np.array([fe.batch_means_error(o["energies"], bvals, n) for o in runs])
+    else:
+        boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
     f = -fe.combine_runs(-f_runs)  # mean of the runs' Z: a run left in a poorer mode only loses evidence
     # error of the mean over runs: bootstrap within runs, and the spread between runs when there are several
     err_boot = np.sqrt((boot**2).sum(axis=0)) / len(runs)
@@ -326,19 +333,19 @@ def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int,
     sweeps = spec.settings.sweeps
     runs = runner.chains(K, bvals, sweeps, starts)
     free = spec.build(K, runner.x).kernel_arrays()[0] != 0
-    segment = 0
-    while True:
-        boot_rng = np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap",
-                                                       K, segment))
-        entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range)
-        report = convergence_report(entry, spec.convergence, free)
+    while spec.convergence.enabled and sweeps < spec.convergence.max_sweeps:
+        report = convergence_report(_evaluate_k(runs, spec, bvals, n, None, b_range), spec.convergence, free)
         runner.log(_format_progress(K, report))
-        if not spec.convergence.enabled or report["converged"] or sweeps >= spec.convergence.max_sweeps:
+        if report["converged"]:
             break
         sweeps = min(2 * sweeps, spec.convergence.max_sweeps)  # doubling: few evaluations, little waste
         sweeps -= sweeps % spec.settings.block
         runs = runner.chains(K, bvals, sweeps, starts, previous=runs)
-        segment += 1
+    # the reported errors: a block bootstrap of the final chains
+    boot_rng = np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
+    entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range)
+    report = convergence_report(entry, spec.convergence, free)
+    runner.log(_format_progress(K, report))
     report["enabled"] = spec.convergence.enabled
     entry["convergence"] = report
     entry["pilot"] = pilot
