@@ -46,6 +46,9 @@ def _with_products(schema: dict) -> dict:
     Each product's fragment (``products/<name>.schema.yaml``) becomes
     ``definitions.product_<name>`` (its own ``definitions`` join the schema's),
     and ``analysis.<kind>.<params_key>`` refers to it for every kind of the product.
+    A kind for which the product declares ``kind_defaults`` or ``kind_schema``
+    refers to its own deep copy of the fragment, ``definitions.product_<name>_<kind>``,
+    with those defaults and keywords applied.
     """
     from xafsflow.products import registry
 
@@ -60,14 +63,36 @@ def _with_products(schema: dict) -> dict:
             defs[key] = sub
         defs[f"product_{prod.name}"] = frag
         for kind in prod.kinds:
+            frag_name = f"product_{prod.name}"
+            if kind in prod.kind_defaults or kind in prod.kind_schema:
+                frag_name = f"product_{prod.name}_{kind}"
+                defs[frag_name] = _kind_fragment(prod, kind, frag)
             block = kinds[kind]
             if "$ref" in block:  # inline the shared block before adding to it
                 ref = block["$ref"].rsplit("/", 1)[-1]
                 block = dict(copy.deepcopy(defs[ref]), default=block.get("default", {}))
                 kinds[kind] = block
-            block.setdefault("properties", {})[prod.params_key] = {
-                "$ref": f"#/definitions/product_{prod.name}", "default": {}}
+            block.setdefault("properties", {})[prod.params_key] = {"$ref": f"#/definitions/{frag_name}", "default": {}}
+    for prod in registry():  # declarations for kinds the product does not take are mistakes
+        stray = (set(prod.kind_defaults) | set(prod.kind_schema)) - set(prod.kinds)
+        if stray:
+            raise ValueError(f"product {prod.name} declares kind defaults for kinds it does not take: {sorted(stray)}")
     return schema
+
+
+def _kind_fragment(prod, kind: str, frag: dict) -> dict:
+    """A deep copy of a product's fragment with the kind's own defaults and schema keywords."""
+    out = copy.deepcopy(frag)
+    props = out["properties"]
+    for key, keywords in prod.kind_schema.get(kind, {}).items():
+        if key not in props:
+            raise ValueError(f"product {prod.name}: kind_schema for {kind} names no key {key!r} of its fragment")
+        props[key].update(copy.deepcopy(keywords))
+    for key, value in prod.kind_defaults.get(kind, {}).items():
+        if key not in props:
+            raise ValueError(f"product {prod.name}: kind_defaults for {kind} names no key {key!r} of its fragment")
+        props[key]["default"] = copy.deepcopy(value)
+    return out
 
 
 def load_schema(name: str) -> dict:
@@ -269,26 +294,35 @@ def key_table(schema: dict | None = None) -> str:
                      _cell(node.get("description", "")), {}, is_leaf(node)])
 
     # Merge rows that differ in one (non-final, unless the row is an object) path component only.
+    # A placeholder stands for one set of keys at one place (``analysis.<kind>``): rows that would
+    # merge over another set there (e.g. the kinds of one product only) stay as they are.
     depth = max((len(r[0]) for r in rows), default=0)
+    sets: dict = {}  # (path up to the placeholder) -> the keys it stands for
     for i in range(depth):
         groups: dict = {}
-        order = []
+        keys_of = []
         for r in rows:
             path, leaf = r[0], r[5]
             if len(path) <= i or (i == len(path) - 1 and leaf) or path[i].startswith("<"):
                 key = ("single", id(r))
             else:
                 key = (tuple(path[:i]), tuple(path[i + 1:]), r[1], r[2], r[3], tuple((k, tuple(v)) for k, v in sorted(r[4].items())), leaf)
-            if key not in groups:
-                groups[key] = []
-                order.append(key)
-            groups[key].append(r)
-        merged = []
-        for key in order:
+            groups.setdefault(key, []).append(r)
+            keys_of.append(key)
+        merged, done = [], set()
+        for r, key in zip(rows, keys_of):
             group = groups[key]
+            if len(group) > 1:
+                where = tuple(r[0][:i]) + (_placeholder(tuple(r[0][:i])),)
+                members = [g[0][i] for g in group]
+                if sets.setdefault(where, members) != members:
+                    group = [r]  # another set of keys than this placeholder stands for here: keep the row
             if len(group) == 1:
-                merged.append(group[0])
+                merged.append(r)
                 continue
+            if key in done:
+                continue
+            done.add(key)
             first = group[0]
             path = list(first[0])
             path[i] = _placeholder(tuple(path[:i]))

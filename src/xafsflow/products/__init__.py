@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 
@@ -62,6 +62,13 @@ class Product:
         A product of the whole campaign (store names start with ``_``).
     module : str
         The module holding ``run``, ``check``, ``summary``, ``add_arguments``.
+    kind_defaults : dict
+        Per-kind defaults that differ from the fragment's, ``{kind: {key: default}}``
+        (top-level keys of the fragment), e.g. another model for another kind.
+    kind_schema : dict
+        Per-kind changes of other schema keywords of a top-level key,
+        ``{kind: {key: {keyword: value}}}`` (e.g. a narrower ``enum``, a
+        ``type`` that admits null, the kind's own ``description``).
     """
 
     name: str
@@ -74,6 +81,8 @@ class Product:
     version: int = 1
     part: str | None = None
     campaign_level: bool = False
+    kind_defaults: dict = field(default_factory=dict, hash=False, compare=False)
+    kind_schema: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def schema_fragment(self) -> str:
