@@ -278,11 +278,12 @@ def _read_sheet_lines(path: Path) -> tuple[int, list[str], list[tuple[int, list[
 
 def _check_row_schema(r: _SheetRow) -> None:
     row = r.row
-    if "pixel_size" in row:
-        try:
-            row["pixel_size"] = float(row["pixel_size"])
-        except ValueError:
-            r.fail("pixel_size", f"{row['pixel_size']!r} is not a number")
+    for key in ("pixel_size", "x_start", "x_step"):  # the sheet's number fields
+        if key in row:
+            try:
+                row[key] = float(row[key])
+            except ValueError:
+                r.fail(key, f"{row[key]!r} is not a number")
     problems = schemas.problems(schemas.compiled("scans", defaults=False), row)
     if problems:
         where, msg = problems[0]
@@ -310,6 +311,12 @@ def _check_row_files(r: _SheetRow, kind: str, fmt: str) -> list[str]:
             r.fail("energy", "a columns file needs the energy column")
         if not ("mu" in row or ("i0" in row and ("itrans" in row or "ifluor" in row))):
             r.fail("mu", "give 'mu', or 'i0' with 'itrans' (transmission) or 'ifluor' (fluorescence)")
+    if fmt == "xy":
+        from xafsflow.io.columns import xy_fields_problem
+
+        problem = xy_fields_problem(row)
+        if problem is not None:
+            r.fail(*problem)
     if fmt == "tiff_stack" and "energy" not in row:
         r.fail("energy", "a TIFF stack needs its energies file (one energy in eV per frame) in 'energy'")
     if fmt == "hdf5_stack" and "dataset" not in row:
@@ -389,7 +396,7 @@ def _check_sizes(scans: list[Scan], sheet: Path) -> None:
 
     groups: dict = {}  # (kind, parameters) -> (scan, bytes) of its largest file; stat only, no reading
     for scan in scans:
-        if scan.format in ("xdi", "columns"):
+        if scan.format in ("xdi", "columns", "xy"):
             try:
                 size = Path(scan.paths[0]).stat().st_size
             except OSError:
@@ -409,9 +416,13 @@ def _check_file(scan: Scan, sheet: Path) -> None:
     A file that does not read is left for the ingest step, which fails that scan
     alone (other scans go on).
     """
-    if scan.format not in ("xdi", "columns") or not Path(scan.paths[0]).exists():
+    if scan.format not in ("xdi", "columns", "xy") or not Path(scan.paths[0]).exists():
         return
     from xafsflow.io.columns import column_labels
+
+    if scan.format == "xy":
+        _check_xy_file(scan, sheet)
+        return
 
     for p in scan.paths if scan.mapping() else []:
         if not Path(p).exists():
@@ -425,6 +436,20 @@ def _check_file(scan: Scan, sheet: Path) -> None:
             if not ok:
                 raise ScanSheetError(f"scan {scan.scan_id!r}, field {fld!r}: column {col!r} is not in {p} "
                                      f"(its columns: {', '.join(labels)})", sheet, scan.line)
+
+
+def _check_xy_file(scan: Scan, sheet: Path) -> None:
+    """An existing ``xy`` file's columns against the row's x/y fields (reads its header and first data line)."""
+    from xafsflow.io.columns import xy_layout, xy_selection_problem
+
+    try:
+        labels, ncol = xy_layout(scan.paths[0])
+    except InputError:
+        return  # left for the ingest step, which fails this scan alone
+    problem = xy_selection_problem(labels, ncol, scan.fields)
+    if problem is not None:
+        fld, msg = problem
+        raise ScanSheetError(f"scan {scan.scan_id!r}, field {fld!r}: {msg} ({scan.paths[0]})", sheet, scan.line)
 
 
 @lru_cache(maxsize=4096)

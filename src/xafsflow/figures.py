@@ -43,6 +43,15 @@ def plot_scan(store: str | Path, png: str | Path) -> Path:
         axes[1].set_xlabel("energy (eV)")
         axes[1].set_ylabel("normalized mu")
         axes[0].set_title(f"{attrs['scan_id']}: E0 = {attrs['e0']:.2f} eV, step = {attrs['edge_step']:.4g}")
+    elif kind == "spectrum":
+        x = g["energy"][...]
+        units = dict(g["energy"].attrs).get("units", "arbitrary")
+        axes[0].plot(x, g["mu"][...], "k.", ms=2)
+        axes[0].set_xlabel(f"x ({units})")
+        axes[0].set_ylabel("y")
+        axes[0].set_title(f"{attrs['scan_id']}: spectrum ({x.size} points, no normalization)")
+        axes[1].plot(x, g["norm"][...], "k-", lw=1)
+        axes[1].set_xlabel(f"x ({units})")
     elif kind == "stack":
         im = axes[0].imshow(g["e0"][...], cmap="viridis")
         fig.colorbar(im, ax=axes[0], label="E0 (eV)")

@@ -199,6 +199,23 @@ def _ingest_spectrum_kind(req: IngestRequest) -> None:
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
 
 
+def _ingest_xy(req: IngestRequest) -> None:
+    """Kind ``spectrum``: x and y of a plain text file (:func:`xafsflow.io.columns.read_xy`)."""
+    from xafsflow.io.columns import read_xy
+
+    s = read_xy(req.paths[0], req.fields)
+    name = Path(req.paths[0]).name
+    warnings = [f"{name}: {w}" for w in s.warnings]
+    unit = req.fields.get("x_unit") or "arbitrary"
+    meta = {str(req.paths[0]): {"header": s.header, "column_labels": s.labels}}
+    prov = req.provenance(warnings)
+    with st.atomic_store(req.out) as g:
+        st.put_array(g, "energy", s.x, ("energy",), attrs={"units": unit, "how": s.x_from})
+        st.put_array(g, "mu", s.y, ("energy",), attrs={"how": s.y_from})
+        st.set_attrs(g, **req.attrs(), element=None, edge=None, file_metadata=meta, energy_error=None,
+                     **{st.PROVENANCE_KEY: prov})
+
+
 def _ingest_image(req: IngestRequest) -> None:
     from xafsflow.io.stacks import read_image
 
@@ -261,6 +278,7 @@ INGEST_BY_KIND = {
     "xmcd": _ingest_spectrum_kind,
     "stack": _ingest_stack,
     "domain_image": _ingest_image,
+    "spectrum": _ingest_xy,
 }
 
 
@@ -435,6 +453,19 @@ def _normalize_xmcd(req: NormalizeRequest) -> None:
     })
 
 
+def _normalize_identity(req: NormalizeRequest) -> None:
+    """Kind ``spectrum``: no edge, so ``norm`` is y as read (e0 and edge_step None, no flags)."""
+    x = req.group["energy"][...]
+    y = req.group["mu"][...]
+    units = dict(req.group["energy"].attrs).get("units", "arbitrary")
+    prov = req.provenance({"normalize": "identity (a spectrum has no edge: norm = y)"})
+    with st.atomic_store(req.out) as g:
+        st.put_array(g, "energy", x, ("energy",), attrs={"units": units})
+        st.put_array(g, "mu", y, ("energy",))
+        st.put_array(g, "norm", y, ("energy",), attrs={"definition": "y as read (identity)"})
+        st.set_attrs(g, **req.base, e0=None, edge_step=None, flags=[], **{st.PROVENANCE_KEY: prov})
+
+
 def _normalize_image(req: NormalizeRequest) -> None:
     img = req.group["image"][...]
     sd = float(img.std())
@@ -492,6 +523,7 @@ NORMALIZE_BY_KIND = {
     "xmcd": _normalize_xmcd,
     "stack": _normalize_stack,
     "domain_image": _normalize_image,
+    "spectrum": _normalize_identity,
 }
 
 
