@@ -180,6 +180,40 @@ def peaks_model(K: int, priors: dict | None = None) -> SpectralModel:
     return SpectralModel("peaks", K, ps, names, COMP_GAUSS_AB, BG_NONE, 0)
 
 
+def peaks_default_priors(x, y) -> dict:
+    """Proper default priors of the ``peaks`` model scaled to a spectrum (x, y) of any units.
+
+    Centres ``mu`` uniform over the fitted x range; amplitudes ``a`` Gamma with
+    shape 2 and mean max|y| (positive peaks); precisions ``b`` (1/sd^2)
+    log-uniform from 1/(x span)^2 (one peak as wide as the range) to
+    1/(3 median dx)^2 (a peak three points wide). The bare :func:`peaks_model`
+    keeps :data:`NAGATA_PRIORS` (the benchmark's own priors).
+    """
+    from xafsflow.errors import AnalysisInputError
+
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    if x.size < 3:
+        raise AnalysisInputError(f"{x.size} points: default peak priors need at least 3")
+    lo, hi = float(np.min(x)), float(np.max(x))
+    span = hi - lo
+    dx = float(np.median(np.diff(np.sort(x))))
+    amp = float(np.max(np.abs(y)))
+    if not (span > 0 and dx > 0):
+        raise AnalysisInputError("x has no spread: default peak priors need distinct x values")
+    if not amp > 0:
+        raise AnalysisInputError("y is zero everywhere: no scale for the default peak amplitudes")
+    b_lo, b_hi = 1.0 / span**2, 1.0 / (3.0 * dx) ** 2
+    if not b_lo < b_hi:
+        raise AnalysisInputError(f"x span {span:g} is below 3 median steps ({3 * dx:g}): too few points for "
+                                 "default peak widths; give a prior for b")
+    return {
+        "a": {"dist": "gamma", "shape": 2.0, "rate": 2.0 / amp},
+        "mu": {"dist": "uniform", "lo": lo, "hi": hi},
+        "b": {"dist": "loguniform", "lo": b_lo, "hi": b_hi},
+    }
+
+
 def xanes_default_priors(e_lo: float, e_hi: float, e0: float) -> dict:
     """Proper default priors for the ``xanes`` model of a normalized spectrum fitted over [e_lo, e_hi] eV."""
     span = e_hi - e_lo

@@ -1,4 +1,11 @@
-"""The posterior product: Bayesian spectral decomposition of one normalized XANES scan.
+"""The posterior product: Bayesian spectral decomposition of one normalized XANES scan or 1-D spectrum.
+
+Kind ``xanes``: model ``xanes`` by default, fitted over E0 + ``fit_range`` (eV
+relative to E0). Kind ``spectrum``: model ``peaks`` (K Gaussians, Nagata et al.
+2012) by default and only, fitted over ``fit_range`` in absolute x (null: the
+whole spectrum), with default priors scaled to the data
+(:func:`xafsflow.bayes.models.peaks_default_priors`); configured priors
+override them family by family.
 
 Science in :mod:`xafsflow.bayes` (no I/O); this module reads the scan store,
 runs :func:`xafsflow.bayes.posterior.analyse` and writes the product's store,
@@ -22,12 +29,23 @@ from xafsflow.products import Product
 PRODUCT = Product(
     name="posterior",
     directory="posterior",
-    kinds=("xanes",),
+    kinds=("xanes", "spectrum"),
     params_key="posterior",
     summary_fields=("K", "P_K", "sigma", "max_rhat", "min_exchange"),
-    description="Bayesian spectral decomposition of a normalized XANES scan (replica exchange, free energy)",
+    description="Bayesian spectral decomposition of a normalized XANES scan or a 1-D spectrum (replica exchange, "
+                "free energy)",
     module=__name__,
+    kind_defaults={"spectrum": {"model": "peaks", "fit_range": None}},
+    kind_schema={"spectrum": {
+        "model": {"enum": ["peaks"], "description": "peaks: K Gaussians a exp(-b (x - mu)^2 / 2) (a spectrum has no "
+                                                    "edge for the xanes model)"},
+        "fit_range": {"type": ["array", "null"],
+                      "description": "Fitted x range, absolute (in the spectrum's x units, not relative to an edge); "
+                                     "null fits the whole spectrum."},
+    }},
 )
+# kinds whose fit_range is relative to the edge energy E0 (the others' is absolute in x)
+_EDGE_KINDS = ("xanes", "exafs")
 
 # background parameters of each model (added to 3 per component) for the points check
 _BACKGROUND_PARAMS = {"xanes": 7, "peaks": 0}
@@ -99,9 +117,10 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     if params["convergence"]["max_sweeps"] < params["sweeps"]:
         problems.append(f"convergence.max_sweeps ({params['convergence']['max_sweeps']}) is below sweeps "
                         f"({params['sweeps']})")
-    lo, hi = params["fit_range"]
-    if not lo < hi:
-        problems.append(f"fit_range [{lo}, {hi}] is not ordered (start below end, eV from E0)")
+    if params["fit_range"] is not None:
+        lo, hi = params["fit_range"]
+        if not lo < hi:
+            problems.append(f"fit_range [{lo}, {hi}] is not ordered (start below end)")
     if params["ladder"] is not None and params["sigma"] is not None:
         top = max(params["ladder"])
         if abs(top * params["sigma"] ** 2 - 1.0) > 1e-9:
@@ -117,21 +136,39 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     return problems
 
 
-def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float, str]:
-    """(energy, normalized mu) over E0 + fit_range, E0 and the raw file name."""
+def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float | None, str]:
+    """(x, normalized y) over the fitted range, E0 (None for a spectrum) and the raw file name.
+
+    XANES: E0 + fit_range (eV). Spectrum: fit_range in absolute x, or the whole spectrum when None.
+    """
     g = st.open_store(scan_store)
     attrs = dict(g.attrs)
     src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
-    if attrs.get("kind") not in ("xanes", "exafs"):
-        raise AnalysisInputError(f"the posterior product needs a XANES scan, this is {attrs.get('kind')!r}", src)
-    e0 = float(attrs["e0"])
+    kind = attrs.get("kind")
+    if kind not in _EDGE_KINDS + ("spectrum",):
+        raise AnalysisInputError(f"the posterior product needs a XANES scan or a spectrum, this is {kind!r}", src)
     e = g["energy"][...]
     y = g["norm"][...]
-    lo, hi = e0 + fit_range[0], e0 + fit_range[1]
+    unit = dict(g["energy"].attrs).get("units", "eV")
+    e0 = float(attrs["e0"]) if kind in _EDGE_KINDS else None
+    if fit_range is None:
+        return e, y, e0, src
+    lo, hi = (e0 + fit_range[0], e0 + fit_range[1]) if e0 is not None else (fit_range[0], fit_range[1])
     m = (e >= lo) & (e <= hi)
     if m.sum() == 0:
-        raise AnalysisInputError(f"no data points in the fitted range [{lo:.1f}, {hi:.1f}] eV", src)
+        raise AnalysisInputError(f"no data points in the fitted range [{lo:.6g}, {hi:.6g}] ({unit}; data from "
+                                 f"{e[0]:.6g} to {e[-1]:.6g})", src)
     return e[m], y[m], e0, src
+
+
+def model_priors(p: dict, x: np.ndarray, y: np.ndarray, kind: str) -> dict:
+    """The priors given to the model: for a spectrum, defaults scaled to the data, then the config's by family."""
+    given = p.get("priors") or {}
+    if kind in _EDGE_KINDS:
+        return dict(given)  # the xanes model builds its own defaults from the fitted range and E0
+    from xafsflow.bayes.models import peaks_default_priors
+
+    return {**peaks_default_priors(x, y), **given}
 
 
 def quality_flags(res, q: dict) -> list[str]:
@@ -197,8 +234,13 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     from xafsflow.bayes.posterior import analyse
 
     p = params["posterior"]
+    kind = dict(st.open_store(scan_store).attrs).get("kind")
     x, y, e0, src = fitted_data(scan_store, p["fit_range"])
-    spec = spec_from_params(p, e0)
+    try:
+        spec = spec_from_params(dict(p, priors=model_priors(p, x, y, kind)), e0)
+    except InputError as exc:
+        raise AnalysisInputError(exc.reason, src) from None
+    x_label = _x_label(scan_store)
 
     def progress(message):
         print(f"posterior {scan_id}: {message}", file=sys.stderr, flush=True)
@@ -215,10 +257,15 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     flags = quality_flags(res, p["quality"])
     write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store)
     write_tsv(tsv, res)
-    plot_posterior(png, res, x, y, spec, scan_id)
+    plot_posterior(png, res, x, y, spec, scan_id, x_label)
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the product is complete
     return res
+
+
+def _x_label(scan_store) -> str:
+    units = dict(st.open_store(scan_store)["energy"].attrs).get("units", "eV")
+    return "energy (eV)" if units == "eV" else f"x ({units})"
 
 
 def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, scan_store):
@@ -242,13 +289,18 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
     }
     if res.noise is not None:
         attrs.update(sigma_hat=res.noise["sigma_hat"], sigma_interval_95=list(res.noise["sigma_interval"]))
+    if spec.model == "peaks":  # the priors actually used (data-scaled defaults for a spectrum)
+        from xafsflow.bayes.models import NAGATA_PRIORS
+
+        attrs["priors"] = {**NAGATA_PRIORS, **spec.priors}
+    units = dict(st.open_store(scan_store)["energy"].attrs).get("units", "eV")
     prov = st.provenance("posterior", [], {"posterior": p}, seed, params_hash, [],
                          extra={"scan_store_inputs": dict(st.open_store(scan_store).attrs).get(
                              st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
                              "task_seeds": {f"K{o['K']}_run{o['run']}": o["seed_entropy"]
                                             for K in ks for o in res.per_k[K]["runs"]}})
     with st.atomic_store(out) as g:
-        st.put_array(g, "energy", x, ("energy",), attrs={"units": "eV"})
+        st.put_array(g, "energy", x, ("energy",), attrs={"units": units})
         st.put_array(g, "norm", y, ("energy",))
         st.put_array(g, "b", res.bvals, ("replica",),
                      attrs={"meaning": "starting precision ladder, b = 1/sigma^2 (each K's tuned one: K<k>/b)"})
@@ -319,7 +371,7 @@ def write_tsv(path, res) -> None:
                        + [f"{rh:.4f}"])
 
 
-def plot_posterior(path, res, x, y, spec, scan_id: str) -> None:
+def plot_posterior(path, res, x, y, spec, scan_id: str, x_label: str = "energy (eV)") -> None:
     """Data with the posterior-mean fit and components, P(K | data), and the peak positions."""
     import matplotlib
 
@@ -341,7 +393,7 @@ def plot_posterior(path, res, x, y, spec, scan_id: str) -> None:
         ax.plot(x, bgc, "b--", lw=0.8, label="step + white line")
     for k, c in enumerate(model.components(x, mean_theta)):
         ax.plot(x, c, lw=0.8, label=f"component {k + 1}")
-    ax.set_xlabel("energy (eV)")
+    ax.set_xlabel(x_label)
     ax.set_title(f"{scan_id}: K = {K}")
     ax.legend(fontsize=7)
     axes[1].bar(res.ks, res.p_k, color="0.4")
