@@ -62,7 +62,7 @@ class PosteriorSpec:
     e0: float | None = None  # xanes: edge energy for the default priors
     tuning: LadderTuning = field(default_factory=lambda: LadderTuning())
     convergence: Convergence = field(default_factory=lambda: Convergence())
-    k_limit: int = 8  # K grows past k_max while the largest K tried keeps P(K | data) >= expand_p
+    k_limit: int = 8  # K grows past k_max (up to k_limit) while the largest K tried keeps P(K | data) >= expand_p
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
 
@@ -362,7 +362,7 @@ def _next_k(per_k: dict, spec: PosteriorSpec, n: int) -> int | None:
     if top < spec.k_max:
         return top + 1
     p = fe.model_probabilities(np.array([per_k[K]["log_z"] for K in ks]))
-    if p[-1] >= spec.expand_p and top < spec.k_limit and 3 * n_parameters(spec.model, top + 1) <= n:
+    if p[-1] >= spec.expand_p and top < max(spec.k_limit, spec.k_max) and 3 * n_parameters(spec.model, top + 1) <= n:
         return top + 1
     return None
 

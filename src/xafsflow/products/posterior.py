@@ -107,8 +107,6 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         problems.append(exc.reason)
     if params["k_min"] > params["k_max"]:
         problems.append(f"K range [{params['k_min']}, {params['k_max']}] is empty (k_min > k_max)")
-    if params["k_limit"] < params["k_max"]:
-        problems.append(f"k_limit {params['k_limit']} is below k_max {params['k_max']}")
     block = params["block"]
     for key in ("tuning.sweeps", "tuning.warmup", "convergence.max_sweeps"):
         sect, name = key.split(".")
