@@ -97,7 +97,7 @@ def test_posterior_refuses_non_xanes(tmp_path, demo_dir):
     raw = ingest("d", "domain_image", "image", [str(demo_dir / "domain_01.png")], tmp_path / "r.zarr")
     normalize(raw, tmp_path / "s.zarr", {})
     p = subprocess.run(_cmd(tmp_path / "s.zarr", tmp_path, _params(), tmp_path / "ck"), capture_output=True, text=True)
-    assert p.returncode == 2 and "needs a XANES scan" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "posterior product needs a XANES" in p.stderr and "Traceback" not in p.stderr
 
 
 def _result(p_sel=0.9, rhat=1.01, exchange=0.3, spread=0.5, at_edge=False, k_sel=2):

@@ -104,7 +104,7 @@ def test_demo_campaign_runs_and_reruns_as_noop(workdir):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     # a posterior parameter changes: only the posterior products and the summary rerun
     changed = workdir / "changed.yaml"
-    changed.write_text((REPO / "config/config.yaml").read_text().replace("k_min: 1,", "k_min: 2,"))
+    changed.write_text((REPO / "config/config.yaml").read_text().replace("      k_min: 1\n", "      k_min: 2\n"))
     assert changed.read_text() != (REPO / "config/config.yaml").read_text()
     p = run_snakemake(workdir, "-n", "--profile", LOCAL, "--configfile", str(changed))
     assert p.returncode == 0, p.stderr[-3000:]
