@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xafsflow.bayes import nagata
-from xafsflow.bayes.ladder import (equalize_ladder, expected_acceptance, pair_distances, refine_ladder,
+from xafsflow.bayes.ladder import (expected_acceptance, pair_distances, refine_ladder,
                                    remap_state, tune_ladder)
 from xafsflow.bayes.models import peaks_model
 from xafsflow.bayes.posterior import (Convergence, LadderTuning, PosteriorSpec, analyse, auto_ladder,
@@ -19,16 +19,6 @@ def test_distance_and_acceptance_are_inverse():
     d = pair_distances(a)
     assert np.all(np.diff(d) < 0)  # rarer exchanges: farther apart
     np.testing.assert_allclose([expected_acceptance(v) for v in d], a, rtol=1e-12)
-
-
-def test_equal_rates_leave_the_ladder_and_endpoints_fixed():
-    b = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 15)])
-    np.testing.assert_allclose(equalize_ladder(b, np.full(15, 0.4)), b, rtol=1e-12)
-    rates = np.linspace(0.9, 0.05, 15)
-    new = equalize_ladder(b, rates, 20)
-    assert new.size == 20 and new[0] == 0.0 and new[-1] == b[-1] and np.all(np.diff(new) > 0)
-    # points move toward the rarely-exchanging (cold) end
-    assert np.sum(new > 1.0) > np.sum(b > 1.0)
 
 
 def test_refine_splits_bottlenecks_and_merges_redundant_replicas():

@@ -5,13 +5,11 @@ Katzgraber et al. 2006 and Vousden, Farr & Mandel 2016): when the energy
 distributions of neighbours are roughly Gaussian with equal spread, the
 exchange acceptance of a pair is a = erfc(d / 2), where d is the pair's
 distance in units of the energy spread. Distances add along the ladder, so the
-measured acceptances give each pair's distance d_i = 2 erfcinv(a_i) and the
-ladder's total length D = sum d_i. A new ladder of L replicas places its
-points at equal steps D / (L - 1) of that cumulative distance, interpolating b
-geometrically between old points (linearly on the first segment, which starts
-at b_0 = 0). b_0 = 0 and the top b_max never move. When even the best
-placement of L replicas would leave pairs below the target acceptance,
-replicas are added (up to a cap): L = ceil(D / d*) + 1 with d* = 2 erfcinv(target).
+measured acceptances give each pair's distance d_i = 2 erfcinv(a_i).
+:func:`refine_ladder` splits every pair below the target acceptance into
+ceil(d_i / d*) pairs (d* = 2 erfcinv(target)), geometrically in b (linearly on
+the first segment, which starts at b_0 = 0), and drops a point whose two pairs
+would still exchange often once merged. b_0 = 0 and the top b_max never move.
 
 The ladder is tuned on short pilot chains before sampling and then frozen, so
 every production chain samples a fixed-ladder target.
@@ -38,50 +36,6 @@ def pair_distances(exchange_rate: np.ndarray) -> np.ndarray:
 def expected_acceptance(distance: float) -> float:
     """Exchange acceptance of a pair at ``distance`` (the inverse of :func:`pair_distances`)."""
     return float(erfc(distance / 2.0))
-
-
-def replicas_needed(exchange_rate: np.ndarray, target: float) -> int:
-    """Replicas (b_0 included) that make every neighbour pair reach ``target`` acceptance."""
-    total = float(pair_distances(exchange_rate).sum())
-    return int(math.ceil(total / (2.0 * float(erfcinv(target))))) + 1
-
-
-def equalize_ladder(bvals: np.ndarray, exchange_rate: np.ndarray, n_replicas: int | None = None) -> np.ndarray:
-    """A ladder of ``n_replicas`` points with equal expected acceptance between neighbours.
-
-    Parameters
-    ----------
-    bvals : ndarray, shape (L,)
-        Current ladder, b_0 = 0 < b_1 < ... < b_max (precisions, 1/sigma^2 units).
-    exchange_rate : ndarray, shape (L - 1,)
-        Measured exchange acceptance of each neighbour pair on that ladder.
-    n_replicas : int, optional
-        Points of the new ladder (default: as many as now).
-
-    Returns
-    -------
-    ndarray, shape (n_replicas,)
-        New ladder with the same b_0 = 0 and b_max, strictly increasing.
-    """
-    bvals = np.asarray(bvals, float)
-    L = bvals.size if n_replicas is None else int(n_replicas)
-    if L < 2 or bvals.size < 2:
-        raise ValueError("a ladder needs at least 2 points")
-    d = pair_distances(exchange_rate)
-    cum = np.concatenate([[0.0], np.cumsum(d)])
-    targets = np.linspace(0.0, cum[-1], L)
-    out = np.empty(L)
-    for k, t in enumerate(targets):
-        i = min(int(np.searchsorted(cum, t, side="right")) - 1, bvals.size - 2)
-        f = (t - cum[i]) / (cum[i + 1] - cum[i])
-        lo, hi = bvals[i], bvals[i + 1]
-        out[k] = lo + f * (hi - lo) if lo <= 0 else lo * (hi / lo) ** f
-    out[0], out[-1] = bvals[0], bvals[-1]
-    # keep strictly increasing whatever the rounding
-    for k in range(1, L):
-        if out[k] <= out[k - 1]:
-            out[k] = np.nextafter(out[k - 1], np.inf)
-    return out
 
 
 def _between(lo: float, hi: float, m: int) -> list[float]:
@@ -233,6 +187,3 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
     return {"bvals": bvals, "exchange_rate": rates, "rounds": history, "sweeps": sweep}
 
 
-def expected_acceptance_array(distances: np.ndarray) -> np.ndarray:
-    """Exchange acceptance of pairs at ``distances`` (elementwise :func:`expected_acceptance`)."""
-    return erfc(np.asarray(distances, float) / 2.0)

@@ -30,6 +30,16 @@ def _is_number(tok: str) -> bool:
     return True
 
 
+def _read_text(path: Path, encoding: str) -> str:
+    """A text file's contents; a FileFormatError naming the file when it is unreadable or not UTF-8."""
+    try:
+        return path.read_bytes().decode(encoding)
+    except OSError as exc:
+        raise FileFormatError(f"cannot read file: {exc.strerror}", path) from None
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(f"not a text file (byte {exc.start} is not UTF-8)", path) from None
+
+
 def read_columns(path: str | Path) -> ColumnFile:
     """Read a plain column file.
 
@@ -44,12 +54,7 @@ def read_columns(path: str | Path) -> ColumnFile:
         Naming the file and line: unreadable text, ragged rows, non-numbers, NaN/inf.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise FileFormatError(f"cannot read file: {exc.strerror}", path) from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(f"not a text file (byte {exc.start} is not UTF-8)", path) from None
+    text = _read_text(path, "utf-8")
     header: list[str] = []
     label_line: list[str] | None = None
     rows: list[list[float]] = []
@@ -202,12 +207,7 @@ def _xy_tokens(line: str) -> list[str]:
 
 def _xy_lines(path: Path):
     """Yield ``(line number, tokens)`` of the non-empty, non-comment lines of an ``xy`` file."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise FileFormatError(f"cannot read file: {exc.strerror}", path) from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(f"not a text file (byte {exc.start} is not UTF-8)", path) from None
+    text = _read_text(path, "utf-8-sig")
     for lineno, line in enumerate(text.splitlines(), start=1):
         toks = _xy_tokens(line)
         if toks:
