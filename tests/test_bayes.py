@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 
 from xafsflow.bayes import free_energy as fe
 from xafsflow.bayes import nagata
-from xafsflow.bayes.models import peaks_model, xanes_model
+from xafsflow.bayes.models import peaks_model, preedge_model, xanes_model
 from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec, analyse, rhat
 
 FIXED_LENGTH = Convergence(enabled=False)  # exactly `sweeps` production sweeps
@@ -31,12 +31,23 @@ def nagata_truth_vector():
 
 
 # ------------------------------------------------------------------ kernel vs reference
-@pytest.mark.parametrize("which", ["peaks", "xanes"])
+def preedge_case(seed: int):
+    """A Fe-like pre-edge: two Gaussians on the tail of an edge at 7124 eV plus a sloped line."""
+    x = np.arange(7100.0, 7120.0, 0.25)
+    model = preedge_model(2, x[0], x[-1], 1.0, 7124.0)
+    theta = np.array([0.8, 7124.0, 4.0, 0.02, 0.001, x[0], 0.12, 7112.5, 0.7, 0.08, 7114.6, 0.8])
+    y = model.evaluate(x, theta) + np.random.default_rng(seed).normal(0, 0.005, x.size)
+    return x, y, model, theta
+
+
+@pytest.mark.parametrize("which", ["peaks", "xanes", "preedge"])
 def test_kernel_equals_numpy_reference(which):
     if which == "peaks":
         x, y = nagata_data(3)
         x, y = x[::3], y[::3]
         model = peaks_model(2)
+    elif which == "preedge":
+        x, y, model, _ = preedge_case(0)
     else:
         x = np.arange(-10.0, 30.0, 0.5)
         truth = xanes_model(1, -10, 30, 0.0)
@@ -58,13 +69,15 @@ def test_kernel_equals_numpy_reference(which):
     np.testing.assert_array_equal(a.joint_acceptance, b.joint_acceptance)
 
 
-@pytest.mark.parametrize("which", ["peaks", "xanes"])
+@pytest.mark.parametrize("which", ["peaks", "xanes", "preedge"])
 def test_incremental_energy_equals_full_model_evaluation(which):
     """No refresh in production: every recorded energy comes from incremental updates only
     (components, and for xanes the cached step / Lorentzian / Gaussian parts of the background)."""
     if which == "peaks":
         x, y = nagata_data(4)
         model = peaks_model(3)
+    elif which == "preedge":
+        x, y, model, _ = preedge_case(4)
     else:
         x = np.arange(-15.0, 40.0, 0.5)
         theta = np.array([1.0, 0.3, 2.0, 6.0, 3.0, 4.0, 0.5, 1.0, -6.0, 1.5, 1.0, 25.0, 1.5])

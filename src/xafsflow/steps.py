@@ -310,7 +310,7 @@ def _noise_sd(mu: np.ndarray) -> float:
     return float(np.median(np.abs(resid)) / 0.6745) if resid.size else 0.0
 
 
-def _table_edge(element: str | None, edge: str | None) -> float | None:
+def tabulated_edge(element: str | None, edge: str | None) -> float | None:
     if not (element and edge):
         return None
     try:
@@ -341,7 +341,7 @@ def spectrum_flags(energy, mu, res, element, edge, max_step_change: float) -> li
     noise = _noise_sd(mu)
     if noise > 0 and step < 10 * noise:
         flags.append(f"low_edge_step(step/noise={step / noise:.1f})")
-    tab = _table_edge(element, edge)
+    tab = tabulated_edge(element, edge)
     if tab is not None and abs(e0 - tab) > 25:
         flags.append(f"e0_far_from_table({e0:.1f} vs {element} {edge} {tab:.1f} eV)")
     stab = edge_step_stability(energy, mu, e0, p["pre1"], p["pre2"], p["norm1"], p["norm2"], p["nnorm"])

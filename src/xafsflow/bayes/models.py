@@ -6,6 +6,11 @@
 + pseudo-Voigt white line (area A, centre E0 + dE, FWHM w, mixing eta)
 + sum_k Gaussians (area a_k, centre c_k, standard deviation s_k). K counts the Gaussians.
 
+``preedge`` (the pre-edge region of a K edge, after Wilke et al., Am. Mineral. 86,
+714, 2001): f(E) = H [1/2 + (1/pi) arctan((E - E_edge)/(Gamma/2))] (the low-energy
+tail of the edge) + c0 + c1 (E - E_ref) + sum_k Gaussians (area, centre, sd), the
+widths bounded below by the energy resolution. E_ref (the fit range's start) is fixed.
+
 Components are identical up to their parameters, so the sampler keeps their
 centres ordered (c_1 < c_2 < ...). The ordered prior K! prod_k p(theta_k) is
 normalized over the ordered region; since the likelihood is symmetric under
@@ -25,12 +30,15 @@ from xafsflow.bayes.priors import FIXED, Prior, prior_from_config
 
 # component types / background types shared with the numba kernel
 COMP_GAUSS_AB, COMP_GAUSS_AREA = 0, 1
-BG_NONE, BG_XANES = 0, 1
+BG_NONE, BG_XANES, BG_PREEDGE = 0, 1, 2
 # A Gaussian is taken as zero beyond Z_CUT standard deviations from its centre,
 # where exp(-z^2/2) < 1e-12 of its peak.
 Z_CUT = math.sqrt(2.0 * math.log(1e12))
 
 XANES_BG_NAMES = ("step", "e0", "gamma", "wl_area", "wl_shift", "wl_fwhm", "wl_eta")
+PREEDGE_BG_NAMES = ("tail_step", "tail_edge", "tail_gamma", "offset", "slope", "x_ref")
+# Gaussian FWHM / sd
+FWHM_PER_SD = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass
@@ -139,6 +147,9 @@ def component_sd(comp_type: int, p2: float) -> float:
 def background(bg_type: int, bg: np.ndarray, x: np.ndarray) -> np.ndarray:
     if bg_type == BG_NONE:
         return np.zeros_like(x)
+    if bg_type == BG_PREEDGE:
+        h, edge, gam, off, slope, xref = bg
+        return h * (0.5 + np.arctan((x - edge) / (0.5 * gam)) / math.pi) + off + slope * (x - xref)
     h, e0, gam, area, shift, fwhm, eta = bg
     step = h * (0.5 + np.arctan((x - e0) / (0.5 * gam)) / math.pi)
     e = x - (e0 + shift)
@@ -245,9 +256,87 @@ def xanes_model(K: int, e_lo: float, e_hi: float, e0: float, priors: dict | None
     return SpectralModel("xanes", K, ps, names, COMP_GAUSS_AREA, BG_XANES, len(XANES_BG_NAMES))
 
 
+def preedge_default_priors(e_lo: float, e_hi: float, resolution: float, e0: float) -> dict:
+    """Proper default priors for the ``preedge`` model of a normalized spectrum fitted over [e_lo, e_hi] eV.
+
+    Parameters
+    ----------
+    e_lo, e_hi : float
+        Fitted range (eV).
+    resolution : float
+        Energy resolution, FWHM (eV): the narrowest component allowed (its sd is resolution / 2.355).
+    e0 : float
+        The scan's edge energy (eV, from normalization).
+
+    Notes
+    -----
+    The edge tail's step is centred within 2 eV of the scan's E0. Mostly only its
+    low-energy tail lies in the range, where it is about H Gamma / (2 pi (E0 - E)):
+    the data fix the product H Gamma, not each, so both are log-uniform and the
+    sampler's joint moves (in log coordinates) follow that straight ridge. Component
+    areas are Gamma(2, 10), mean 0.2 eV x (normalized mu), the size of pre-edge
+    peaks of 3d transition-metal oxides; widths (sd) log-uniform from the
+    resolution's to 3 eV.
+    """
+    sd_lo = resolution / FWHM_PER_SD
+    return {
+        "tail_step": {"dist": "loguniform", "lo": 0.05, "hi": 1.5},
+        "tail_edge": {"dist": "uniform", "lo": e0 - 2.0, "hi": e0 + 2.0},
+        "tail_gamma": {"dist": "loguniform", "lo": 0.5, "hi": 20.0},
+        "offset": {"dist": "uniform", "lo": -0.3, "hi": 0.3},
+        "slope": {"dist": "uniform", "lo": -0.05, "hi": 0.05},
+        "area": {"dist": "gamma", "shape": 2.0, "rate": 10.0},
+        "centre": {"dist": "uniform", "lo": e_lo, "hi": e_hi},
+        "width": {"dist": "loguniform", "lo": sd_lo, "hi": max(3.0, 2.0 * sd_lo)},
+    }
+
+
+def preedge_model(K: int, e_lo: float, e_hi: float, resolution: float, e0: float,
+                  priors: dict | None = None) -> SpectralModel:
+    """Edge tail (arctan) + line + K Gaussians of width at least the resolution, for a pre-edge region.
+
+    ``x_ref`` (the line's reference energy) is fixed at ``e_lo``; configured
+    priors replace the defaults family by family (:func:`preedge_default_priors`).
+    """
+    pri = {**preedge_default_priors(e_lo, e_hi, resolution, e0), **(priors or {})}
+    pri["x_ref"] = {"dist": "fixed", "value": float(e_lo)}
+    ps = [prior_from_config(pri[n], n) for n in PREEDGE_BG_NAMES]
+    names = list(PREEDGE_BG_NAMES)
+    for k in range(1, K + 1):
+        for key in ("area", "centre", "width"):
+            ps.append(prior_from_config(pri[key], f"{key}_{k}"))
+            names.append(f"{key}_{k}")
+    return SpectralModel("preedge", K, ps, names, COMP_GAUSS_AREA, BG_PREEDGE, len(PREEDGE_BG_NAMES))
+
+
+def preedge_moments(samples: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integrated intensity (sum of areas) and area-weighted centroid of each sample.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (..., nb + 3 K)
+        Parameter vectors of a model with Gaussian-area components.
+    nb : int
+        Background parameters before the components.
+
+    Returns
+    -------
+    intensity, centroid : ndarray, shape (...)
+        eV x (normalized mu) and eV.
+    """
+    comps = np.asarray(samples, float)[..., nb:]
+    comps = comps.reshape(comps.shape[:-1] + (-1, 3))
+    area, centre = comps[..., 0], comps[..., 1]
+    total = area.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid = (area * centre).sum(axis=-1) / total
+    return total, centroid
+
+
 MODEL_FAMILIES = {
     "peaks": ("a", "mu", "b"),
     "xanes": XANES_BG_NAMES + ("area", "centre", "width"),
+    "preedge": PREEDGE_BG_NAMES[:-1] + ("area", "centre", "width"),
 }
 
 

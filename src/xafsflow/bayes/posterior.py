@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from xafsflow.bayes import free_energy as fe
-from xafsflow.bayes.models import SpectralModel, peaks_model, xanes_model
+from xafsflow.bayes.models import SpectralModel, peaks_model, preedge_model, xanes_model
 from xafsflow.bayes.remc import ChainSettings, run_chain
 from xafsflow.errors import AnalysisInputError
 from xafsflow.seeds import seed_sequence
@@ -49,7 +49,7 @@ class Convergence:
 class PosteriorSpec:
     """What to run for one spectrum."""
 
-    model: str = "xanes"  # or "peaks"
+    model: str = "xanes"  # or "peaks", "preedge"
     k_min: int = 1
     k_max: int = 4
     replicas: int = 32
@@ -65,13 +65,16 @@ class PosteriorSpec:
     k_limit: int = 8  # K grows past k_max (up to k_limit) while the largest K tried keeps P(K | data) >= expand_p
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
+    resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         if self.model == "peaks":
             return peaks_model(K, self.priors or None)
         e0 = self.e0
         if e0 is None:
-            raise AnalysisInputError("the xanes model needs the edge energy e0 for its default priors")
+            raise AnalysisInputError(f"the {self.model} model needs the edge energy e0 for its default priors")
+        if self.model == "preedge":
+            return preedge_model(K, float(x[0]), float(x[-1]), self.resolution, e0, self.priors or None)
         return xanes_model(K, float(x[0]), float(x[-1]), e0, self.priors or None)
 
 
@@ -90,10 +93,10 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
     if not 1 <= spec.k_min <= spec.k_max:
         raise AnalysisInputError(f"K range [{spec.k_min}, {spec.k_max}] is empty or starts below 1", source)
     p_max = n_parameters(spec.model, spec.k_max)
-    if x.size < 3 * p_max:
+    if x.size < MIN_POINTS_PER_PARAMETER * p_max:
         raise AnalysisInputError(
             f"{x.size} points cannot support K up to {spec.k_max} ({p_max} parameters; need at least "
-            f"{3 * p_max} points): lower k_max or widen the fitted range", source)
+            f"{MIN_POINTS_PER_PARAMETER * p_max} points): lower k_max or widen the fitted range", source)
     if spec.replicas < 3:
         raise AnalysisInputError(f"need at least 3 replicas, got {spec.replicas}", source)
     return x, y
@@ -362,14 +365,21 @@ def _next_k(per_k: dict, spec: PosteriorSpec, n: int) -> int | None:
     if top < spec.k_max:
         return top + 1
     p = fe.model_probabilities(np.array([per_k[K]["log_z"] for K in ks]))
-    if p[-1] >= spec.expand_p and top < max(spec.k_limit, spec.k_max) and 3 * n_parameters(spec.model, top + 1) <= n:
+    if p[-1] >= spec.expand_p and top < max(spec.k_limit, spec.k_max) and MIN_POINTS_PER_PARAMETER * n_parameters(spec.model, top + 1) <= n:
         return top + 1
     return None
 
 
 def n_parameters(model: str, K: int) -> int:
-    """Parameters of ``model`` with K components (background + 3 per component)."""
-    return (0 if model == "peaks" else 7) + 3 * K
+    """Free parameters of ``model`` with K components (background + 3 per component)."""
+    return BACKGROUND_PARAMS[model] + 3 * K
+
+
+# free background parameters of each model
+BACKGROUND_PARAMS = {"peaks": 0, "xanes": 7, "preedge": 5}
+# A spectrum must have at least this many points per free parameter of the largest model
+# (N - P >= P: as many residual degrees of freedom as parameters, for the noise estimate).
+MIN_POINTS_PER_PARAMETER = 2
 
 
 def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,

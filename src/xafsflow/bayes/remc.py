@@ -179,7 +179,13 @@ def _bg_line(th, x, lor, gau):
 
 
 @njit(cache=True)
-def _bg_sum(th, stp, lor, gau, out):
+def _bg_sum(bgt, th, x, stp, lor, gau, out):
+    if bgt == 2:
+        # preedge: edge tail (arctan step) + line offset + slope (x - x_ref)
+        off, slope, xref = th[3], th[4], th[5]
+        for i in range(out.size):
+            out[i] = stp[i] + off + slope * (x[i] - xref)
+        return
     area, eta = th[3], th[6]
     for i in range(out.size):
         out[i] = stp[i] + area * (eta * lor[i] + (1.0 - eta) * gau[i])
@@ -193,8 +199,9 @@ def _bg_fill(bgt, th, x, parts, out):
             out[i] = 0.0
         return
     _bg_step(th, x, parts[0])
-    _bg_line(th, x, parts[1], parts[2])
-    _bg_sum(th, parts[0], parts[1], parts[2], out)
+    if bgt == 1:
+        _bg_line(th, x, parts[1], parts[2])
+    _bg_sum(bgt, th, x, parts[0], parts[1], parts[2], out)
 
 
 @njit(cache=True)
@@ -307,9 +314,10 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                 dlp += ljac
                 lu = math.log(uniforms[t, l, j]) if uniforms[t, l, j] > 0 else -np.inf
                 if j < nb:
-                    # xanes background: j = 0 height, 1 E0, 2 Gamma, 3 area, 4 shift, 5 fwhm, 6 eta
+                    # xanes background: j = 0 height, 1 E0, 2 Gamma, 3 area, 4 shift, 5 fwhm, 6 eta;
+                    # preedge: j = 0 height, 1 edge, 2 Gamma (the tail's step), 3 offset, 4 slope
                     new_step = j <= 2
-                    new_line = j == 1 or j == 4 or j == 5
+                    new_line = bgt == 1 and (j == 1 or j == 4 or j == 5)
                     theta[s, j] = new
                     if j == 0:
                         ratio = new / old
@@ -319,7 +327,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                         _bg_step(theta[s], x, tbg[0])
                     if new_line:
                         _bg_line(theta[s], x, tbg[1], tbg[2])
-                    _bg_sum(theta[s], tbg[0] if new_step else bgp[s, 0],
+                    _bg_sum(bgt, theta[s], x, tbg[0] if new_step else bgp[s, 0],
                             tbg[1] if new_line else bgp[s, 1], tbg[2] if new_line else bgp[s, 2], buf_bg)
                     theta[s, j] = old
                     dsse = _dsse(bgv[s], buf_bg, resid[s], 0, N)

@@ -31,7 +31,7 @@ PRODUCT = Product(
     directory="posterior",
     kinds=("xanes", "spectrum"),
     params_key="posterior",
-    summary_fields=("K", "P_K", "sigma", "max_rhat", "min_exchange"),
+    summary_fields=("K", "P_K", "sigma", "max_rhat", "min_exchange", "centroid"),
     description="Bayesian spectral decomposition of a normalized XANES scan or a 1-D spectrum (replica exchange, "
                 "free energy)",
     module=__name__,
@@ -47,8 +47,6 @@ PRODUCT = Product(
 # kinds whose fit_range is relative to the edge energy E0 (the others' is absolute in x)
 _EDGE_KINDS = ("xanes", "exafs")
 
-# background parameters of each model (added to 3 per component) for the points check
-_BACKGROUND_PARAMS = {"xanes": 7, "peaks": 0}
 
 
 def add_arguments(p) -> None:
@@ -64,7 +62,8 @@ def spec_from_params(p: dict, e0: float | None):
                          runs=p["runs"], sigma=p["sigma"], ladder=p["ladder"], b_max_factor=p["b_max_factor"],
                          settings=chain_settings(p), priors=p.get("priors") or {}, e0=e0,
                          tuning=LadderTuning(**p["tuning"]), convergence=Convergence(**p["convergence"]),
-                         k_limit=p["k_limit"], expand_p=p["expand_p"], mode_starts=p["mode_starts"])
+                         k_limit=p["k_limit"], expand_p=p["expand_p"], mode_starts=p["mode_starts"],
+                         resolution=p["preedge"]["resolution"])
 
 
 def chain_settings(p: dict):
@@ -99,6 +98,7 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         One message per problem, in the words the job itself would use.
     """
     from xafsflow.bayes.models import check_priors
+    from xafsflow.bayes.posterior import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
 
     problems = []
     try:
@@ -115,10 +115,9 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     if params["convergence"]["max_sweeps"] < params["sweeps"]:
         problems.append(f"convergence.max_sweeps ({params['convergence']['max_sweeps']}) is below sweeps "
                         f"({params['sweeps']})")
-    if params["fit_range"] is not None:
-        lo, hi = params["fit_range"]
-        if not lo < hi:
-            problems.append(f"fit_range [{lo}, {hi}] is not ordered (start below end)")
+    for key, rng in (("fit_range", params["fit_range"]), ("preedge.fit_range", params["preedge"]["fit_range"])):
+        if rng is not None and not rng[0] < rng[1]:
+            problems.append(f"{key} [{rng[0]}, {rng[1]}] is not ordered (start below end)")
     if params["ladder"] is not None and params["sigma"] is not None:
         top = max(params["ladder"])
         if abs(top * params["sigma"] ** 2 - 1.0) > 1e-9:
@@ -127,10 +126,11 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         check_priors(params["model"], params.get("priors") or {})
     except InputError as exc:
         problems.append(exc.reason)
-    p_max = _BACKGROUND_PARAMS[params["model"]] + 3 * params["k_max"]
-    if n_points is not None and n_points < 3 * p_max:
+    p_max = BACKGROUND_PARAMS[params["model"]] + 3 * params["k_max"]
+    need = MIN_POINTS_PER_PARAMETER * p_max
+    if n_points is not None and n_points < need:
         problems.append(f"{n_points} points cannot support K up to {params['k_max']} ({p_max} parameters; "
-                        f"need at least {3 * p_max} points): lower k_max or widen the fitted range")
+                        f"need at least {need} points): lower k_max or widen the fitted range")
     return problems
 
 
@@ -159,11 +159,49 @@ def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float | 
     return e[m], y[m], e0, src
 
 
+def preedge_window(scan_store, pe: dict) -> tuple[float, float, str]:
+    """The pre-edge model's fitted range (eV) and how it was set.
+
+    ``pe`` is the ``preedge`` block: ``fit_range`` relative to the tabulated edge
+    energy of the scan's element and edge (``reference: tabulated``; a wide white
+    line moves the fitted E0 away from the pre-edge, the table does not) or
+    absolute (``reference: absolute``).
+    """
+    from xafsflow.steps import tabulated_edge
+
+    lo, hi = pe["fit_range"]
+    if pe["reference"] == "absolute":
+        return float(lo), float(hi), "absolute"
+    attrs = dict(st.open_store(scan_store).attrs)
+    src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
+    tab = tabulated_edge(attrs.get("element"), attrs.get("edge"))
+    if tab is None:
+        raise AnalysisInputError(
+            f"the preedge model's fit range is relative to the tabulated edge, but element/edge "
+            f"({attrs.get('element')!r}, {attrs.get('edge')!r}) give none: set element and edge in the scan sheet "
+            "or use preedge.reference: absolute", src)
+    return tab + lo, tab + hi, f"{attrs['element']} {attrs['edge']} tabulated edge {tab:.1f} eV"
+
+
+def fitted_window(scan_store, p: dict):
+    """(x, y, E0, raw file, range note) the model of the ``posterior`` block ``p`` is fitted to."""
+    if p["model"] != "preedge":
+        x, y, e0, src = fitted_data(scan_store, p["fit_range"])
+        return x, y, e0, src, None
+    lo, hi, note = preedge_window(scan_store, p["preedge"])
+    x, y, e0, src = fitted_data(scan_store, None)
+    m = (x >= lo) & (x <= hi)
+    if m.sum() == 0:
+        raise AnalysisInputError(f"no data points in the pre-edge range [{lo:.6g}, {hi:.6g}] eV ({note}; data "
+                                 f"from {x[0]:.6g} to {x[-1]:.6g})", src)
+    return x[m], y[m], e0, src, f"[{lo:.2f}, {hi:.2f}] eV ({note})"
+
+
 def model_priors(p: dict, x: np.ndarray, y: np.ndarray, kind: str) -> dict:
     """The priors given to the model: for a spectrum, defaults scaled to the data, then the config's by family."""
     given = p.get("priors") or {}
     if kind in _EDGE_KINDS:
-        return dict(given)  # the xanes model builds its own defaults from the fitted range and E0
+        return dict(given)  # the xanes and preedge models build their own defaults from the fitted range
     from xafsflow.bayes.models import peaks_default_priors
 
     return {**peaks_default_priors(x, y), **given}
@@ -217,6 +255,7 @@ def summary(attrs: dict) -> dict:
         "sigma": _fmt(sig, ".4g"),
         "max_rhat": _fmt(attrs.get("max_rhat"), ".3f"),
         "min_exchange": _fmt(attrs.get("min_exchange_rate"), ".3f"),
+        "centroid": _fmt((attrs.get("preedge_centroid") or {}).get("median"), ".2f"),
         "flags": list(attrs.get("flags") or []),
     }
 
@@ -233,7 +272,7 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
 
     p = params["posterior"]
     kind = dict(st.open_store(scan_store).attrs).get("kind")
-    x, y, e0, src = fitted_data(scan_store, p["fit_range"])
+    x, y, e0, src, window = fitted_window(scan_store, p)
     try:
         spec = spec_from_params(dict(p, priors=model_priors(p, x, y, kind)), e0)
     except InputError as exc:
@@ -253,8 +292,8 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
         res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
                       progress=progress)
     flags = quality_flags(res, p["quality"])
-    write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store)
-    write_tsv(tsv, res)
+    write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store, window)
+    write_tsv(tsv, res, spec)
     plot_posterior(png, res, x, y, spec, scan_id, x_label)
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the product is complete
@@ -266,7 +305,7 @@ def _x_label(scan_store) -> str:
     return "energy (eV)" if units == "eV" else f"x ({units})"
 
 
-def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, scan_store):
+def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, scan_store, window=None):
     """The product store: per K samples, traces, rates and free energies; P(K), sigma-hat.
 
     Laid out for users' own tools: every coordinate array is named after its
@@ -285,6 +324,9 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
         "conventions": "E = sum((y-f)^2)/(2N); F(K,b) = -log int exp(-N b E) p(theta) dtheta; "
                        "log Z = (N/2) log(b/2pi) - F; centres ordered, prior normalized over the ordered region",
     }
+    if spec.model == "preedge":
+        attrs["fit_window"] = window
+        attrs.update({f"preedge_{k}": v for k, v in preedge_summary(sel, spec).items()})
     if res.noise is not None:
         attrs.update(sigma_hat=res.noise["sigma_hat"], sigma_interval_95=list(res.noise["sigma_interval"]))
     if spec.model == "peaks":  # the priors actually used (data-scaled defaults for a spectrum)
@@ -344,6 +386,13 @@ def _write_k_group(sub, K: int, ent: dict, spec) -> None:
         noise = sub.create_group("noise")
         st.put_array(noise, "b_grid", ent["noise"]["grid"], ("b_grid",))
         st.put_array(noise, "log_evidence_b", ent["noise"]["log_evidence"], ("b_grid",))
+    if spec.model == "preedge":
+        derived = sub.create_group("derived")
+        inten, cen = _preedge_draws(ent, spec)
+        st.put_array(derived, "intensity", inten, ("chain", "draw"),
+                     attrs={"meaning": "integrated pre-edge intensity, sum of component areas", "units": "eV"})
+        st.put_array(derived, "centroid", cen, ("chain", "draw"),
+                     attrs={"meaning": "area-weighted mean of the component centres", "units": "eV"})
     pilot = ent.get("pilot")
     if pilot is not None:
         st.put_array(sub, "pilot_exchange_rate", pilot["exchange_rate"], ("pilot_pair",),
@@ -354,12 +403,38 @@ def _write_k_group(sub, K: int, ent: dict, spec) -> None:
                  pilot_rounds=None if pilot is None else pilot["rounds"], started_from_fewer=ent.get("start") is not None)
 
 
-def write_tsv(path, res) -> None:
-    """Median, mean, sd, 2.5/97.5 % quantiles and R-hat of every parameter at the selected K."""
+def _preedge_draws(ent: dict, spec) -> tuple[np.ndarray, np.ndarray]:
+    """(chain, draw) integrated intensity and centroid of one K's samples."""
+    from xafsflow.bayes.models import PREEDGE_BG_NAMES, preedge_moments
+
+    return preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES))
+
+
+def preedge_summary(ent: dict, spec) -> dict:
+    """Median and 95 % interval of the pre-edge intensity and centroid at one K."""
+    out = {}
+    for name, v in zip(("intensity", "centroid"), _preedge_draws(ent, spec)):
+        q = np.percentile(v.ravel(), [2.5, 50, 97.5])
+        out[name] = {"median": float(q[1]), "q2.5": float(q[0]), "q97.5": float(q[2]), "sd": float(np.std(v))}
+    return out
+
+
+def write_tsv(path, res, spec=None) -> None:
+    """Median, mean, sd, 2.5/97.5 % quantiles and R-hat of every parameter at the selected K
+    (for the preedge model also the integrated intensity and the centroid)."""
     from xafsflow.bayes.posterior import summarize
 
     ent = res.per_k[res.k_selected]
-    rows = summarize(ent["samples"], ent["names"])
+    names, samples, rhats = list(ent["names"]), ent["samples"], list(ent["rhat"])
+    if spec is not None and spec.model == "preedge":
+        from xafsflow.bayes.diagnostics import rank_normalized_rhat as rank_rhat
+
+        inten, cen = _preedge_draws(ent, spec)
+        samples = np.concatenate([samples, inten[..., None], cen[..., None]], axis=-1)
+        names += ["intensity", "centroid"]
+        rhats += [float(rank_rhat(inten)), float(rank_rhat(cen))]
+    rows = summarize(samples, names)
+    ent = dict(ent, rhat=rhats)
     path = Path(path)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
@@ -388,7 +463,7 @@ def plot_posterior(path, res, x, y, spec, scan_id: str, x_label: str = "energy (
     ax.plot(x, fits.mean(axis=0), "r-", lw=1.2, label="posterior mean fit")
     bgc = model.background(x, mean_theta)
     if model.nb:
-        ax.plot(x, bgc, "b--", lw=0.8, label="step + white line")
+        ax.plot(x, bgc, "b--", lw=0.8, label="edge tail + line" if spec.model == "preedge" else "step + white line")
     for k, c in enumerate(model.components(x, mean_theta)):
         ax.plot(x, c, lw=0.8, label=f"component {k + 1}")
     ax.set_xlabel(x_label)

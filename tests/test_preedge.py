@@ -1,0 +1,141 @@
+"""The preedge model: edge tail + line + K Gaussians over the pre-edge region, its integrated
+intensity and centroid with intervals; on simulated truth and on measured Fe oxides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from xafsflow.bayes.models import PREEDGE_BG_NAMES, preedge_model, preedge_moments
+from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec, analyse
+from xafsflow.bayes.remc import ChainSettings
+from xafsflow.io.store import open_store
+from xafsflow.schemas import analysis_defaults
+from xafsflow.steps import ingest, normalize, tabulated_edge
+
+NB = len(PREEDGE_BG_NAMES)
+SHORT = dict(replicas=24, runs=2, tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False),
+             settings=ChainSettings(sweeps=2000, burn_in=2000, thin=10, block=50, adapt_every=50,
+                                    checkpoint_every=500))
+
+
+def simulated(seed: int, sigma: float = 0.005):
+    """Fe-like pre-edge: two Gaussians on the tail of an edge at 7124 eV plus a line, 0.25 eV steps."""
+    x = np.arange(7100.0, 7118.0, 0.25)
+    truth = preedge_model(2, x[0], x[-1], 1.0, 7124.0)
+    theta = np.array([0.8, 7124.0, 4.0, 0.02, 0.001, x[0], 0.12, 7112.5, 0.7, 0.08, 7114.6, 0.8])
+    y = truth.evaluate(x, theta) + np.random.default_rng(seed).normal(0, sigma, x.size)
+    return x, y, theta
+
+
+def test_moments_of_known_components():
+    # areas 1 and 3 at 10 and 14 eV: intensity 4, centroid (10 + 42) / 4 = 13
+    th = np.array([[0, 0, 0, 0, 0, 0, 1.0, 10.0, 0.5, 3.0, 14.0, 0.7]])
+    inten, cen = preedge_moments(th, NB)
+    assert inten[0] == pytest.approx(4.0) and cen[0] == pytest.approx(13.0)
+
+
+def test_components_are_no_narrower_than_the_resolution():
+    m = preedge_model(3, 7100.0, 7118.0, 1.5, 7124.0)
+    draws = m.sample_prior(np.random.default_rng(0), 4000)
+    widths = draws[:, [NB + 3 * k + 2 for k in range(3)]]
+    assert widths.min() >= 1.5 / (2 * np.sqrt(2 * np.log(2))) - 1e-12
+    assert np.all(draws[:, PREEDGE_BG_NAMES.index("x_ref")] == 7100.0)  # fixed, never moved
+
+
+def test_simulated_pre_edge_recovered():
+    x, y, theta = simulated(1)
+    spec = PosteriorSpec(model="preedge", k_min=1, k_max=3, k_limit=3, e0=7124.0, **SHORT)
+    res = analyse(x, y, spec, 11, "pe")
+    assert abs(res.k_selected - 2) <= 1
+    ent = res.per_k[res.k_selected]
+    inten, cen = preedge_moments(ent["samples"].reshape(-1, ent["samples"].shape[-1]), NB)
+    true_i, true_c = preedge_moments(theta[None], NB)
+    # 95 % intervals widened to 99.5 % (two quantities) cover the truth
+    lo, hi = np.percentile(inten, [0.25, 99.75])
+    assert lo <= true_i[0] <= hi
+    lo, hi = np.percentile(cen, [0.25, 99.75])
+    assert lo <= true_c[0] <= hi
+    assert hi - lo < 1.0  # and the centroid is measured to better than 1 eV
+
+
+# ------------------------------------------------------------------ measured Fe oxides
+@pytest.fixture(scope="module")
+def fe_scans(tmp_path_factory, shared):
+    d = tmp_path_factory.mktemp("preedge")
+    out = {}
+    for name in ("fe2o3_rt", "feo_rt1"):
+        raw = ingest(name, "xanes", "xdi", [str(shared / "xdi" / f"{name}.xdi")], d / f"{name}.raw.zarr", fields={})
+        normalize(raw, d / f"{name}.zarr", analysis_defaults("xanes"))
+        out[name] = d / f"{name}.zarr"
+    return out
+
+
+def _run(store, tmp_path, name, **posterior):
+    p = analysis_defaults("xanes")
+    p["posterior"].update(model="preedge", **posterior)
+    out = tmp_path / f"{name}.zarr"
+    cmd = [sys.executable, "-m", "xafsflow", "posterior", str(store), "--scan-id", name, "--seed", "5",
+           "--params", json.dumps(p), "--out", str(out), "--tsv", str(tmp_path / f"{name}.tsv"),
+           "--png", str(tmp_path / f"{name}.png")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def _centroid_draws(store):
+    g = open_store(store)
+    k = dict(g.attrs)["k_selected"]
+    return g[f"K{k}/derived/centroid"][...].ravel()
+
+
+SHORT_PARAMS = dict(k_min=1, k_max=2, k_limit=2, replicas=24, sweeps=2000, burn_in=2000,
+                    tuning={"enabled": False}, convergence={"enabled": False})
+
+
+def test_fe3_centroid_above_fe2(fe_scans, tmp_path):
+    """Fe2O3 (Fe3+) has its pre-edge centroid above FeO's (Fe2+); both within 7110-7117 eV.
+
+    The files come from different beamlines, so only the order is asserted, with
+    posterior probability > 0.95 (draws of the two posteriors are independent).
+    """
+    c3 = _centroid_draws(_run(fe_scans["fe2o3_rt"], tmp_path, "fe2o3_rt", **SHORT_PARAMS))
+    c2 = _centroid_draws(_run(fe_scans["feo_rt1"], tmp_path, "feo_rt1", **SHORT_PARAMS))
+    for c in (c3, c2):
+        assert 7110.0 <= np.median(c) <= 7117.0
+    n = min(c3.size, c2.size)
+    rng = np.random.default_rng(0)
+    assert np.mean(rng.permutation(c3)[:n] > rng.permutation(c2)[:n]) > 0.95
+
+
+def test_range_is_relative_to_the_tabulated_edge(fe_scans, tmp_path):
+    out = _run(fe_scans["fe2o3_rt"], tmp_path, "w", **dict(SHORT_PARAMS, k_max=1, k_limit=1, sweeps=200,
+                                                             burn_in=200, replicas=8))
+    g = open_store(out)
+    e = g["energy"][...]
+    tab = tabulated_edge("Fe", "K")
+    lo, hi = analysis_defaults("xanes")["posterior"]["preedge"]["fit_range"]
+    assert e.min() >= tab + lo and e.max() <= tab + hi
+    assert e.min() - (tab + lo) < 1.0 and (tab + hi) - e.max() < 1.0  # the data's step is below 1 eV
+    assert "tabulated edge" in dict(g.attrs)["fit_window"]
+
+
+def test_no_tabulated_edge_is_a_clear_error(tmp_path, demo_dir):
+    d = tmp_path
+    raw = ingest("s", "xanes", "columns", [str(demo_dir / "xanes_02.dat")], d / "raw.zarr",
+                 fields={"energy": "energy_eV", "i0": "I0", "itrans": "IT"})  # no element, no edge
+    params = analysis_defaults("xanes")
+    params["normalize"].update(pre1=-180.0, pre2=-40.0, norm1=60.0, nnorm=1)
+    normalize(raw, d / "scan.zarr", params)
+    p = analysis_defaults("xanes")
+    p["posterior"].update(model="preedge")
+    r = subprocess.run([sys.executable, "-m", "xafsflow", "posterior", str(d / "scan.zarr"), "--params",
+                        json.dumps(p), "--out", str(d / "o.zarr"), "--tsv", str(d / "o.tsv"),
+                        "--png", str(d / "o.png")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "tabulated edge" in r.stderr and "preedge.reference: absolute" in r.stderr
+    assert not (d / "o.zarr").exists() and not (d / "o.tsv").exists()
