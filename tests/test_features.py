@@ -99,15 +99,19 @@ def test_stack_segmentation_at_demo_noise():
     np.testing.assert_allclose(edge, truth, atol=0.1)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_stack_segmentation_spatial_prior_helps_at_higher_noise(seed):
-    """Noise 0.34 edge steps per point: the MRF beats the mixture without spatial prior by 0.06 in ARI or more.
+def test_stack_segmentation_spatial_prior_matters_at_higher_noise():
+    """Noise 0.4 edge steps per point, three maps: the mixture without spatial prior scores below 0.7 on
+    average, the MRF at least 0.85 on every map.
 
-    (At 0.38 and above both fail on these maps: the mixture that initializes the
-    MRF is wrong and the estimated beta stays too low to undo it; see README.)"""
-    lab, e, norm = simulated_stack(0.34, seed=seed)
-    maps, res = segment(e, norm)
-    keep = maps.mask
-    a_gmm = adjusted_rand_score(lab[keep], res.gmm_labels[keep])
-    a_mrf = adjusted_rand_score(lab[keep], res.labels[keep])
-    assert a_mrf >= 0.93 and a_mrf - a_gmm >= 0.06
+    (At 0.5 the MRF falls to about 0.8 and below: the mixture that initializes it is
+    too wrong and the estimated beta stays near 1; see README.)"""
+    a_gmm, a_mrf = [], []
+    for seed in range(3):
+        lab, e, norm = simulated_stack(0.4, seed=seed)
+        maps, res = segment(e, norm)
+        keep = maps.mask
+        assert keep.mean() > 0.99
+        a_gmm.append(adjusted_rand_score(lab[keep], res.gmm_labels[keep]))
+        a_mrf.append(adjusted_rand_score(lab[keep], res.labels[keep]))
+    assert np.mean(a_gmm) < 0.7
+    assert min(a_mrf) >= 0.85

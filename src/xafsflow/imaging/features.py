@@ -68,7 +68,7 @@ def smoothing_matrix(energy, rows, sigma_ev: float) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def spectral_features(energy, norm, e0: float, *, features=FEATURES, window=(-20.0, 30.0),
+def spectral_features(energy, norm, e0: float, *, features=FEATURES, window=(-15.0, 20.0),
                       half_step: float = 0.5, smooth_sigma_ev: float = 1.0) -> np.ndarray:
     """Physical features of every pixel of a normalized stack (NaN where not found).
 
@@ -189,7 +189,7 @@ def standardize(physical, names, mask=None, extra: dict | None = None) -> Featur
                        notes=notes)
 
 
-def pixel_features(energy, norm, e0: float, *, features=FEATURES, window=(-20.0, 30.0), half_step: float = 0.5,
+def pixel_features(energy, norm, e0: float, *, features=FEATURES, window=(-15.0, 20.0), half_step: float = 0.5,
                    smooth_sigma_ev: float = 1.0, mask=None, extra: dict | None = None) -> FeatureMaps:
     """:func:`spectral_features` of a (energy, y, x) stack, then :func:`standardize`."""
     phys = spectral_features(energy, norm, e0, features=features, window=window, half_step=half_step,
