@@ -128,8 +128,8 @@ def test_chunked_sweeps_equal_single_chunk(neighbours):
         for chunks in [(10, 13), ((7, 11, 12), (20, 17)), (30, 37)]:
             got = mrf.mean_field(h, 0.9, mask, neighbours=neighbours, n_sweeps=6, chunks=chunks)
             assert np.array_equal(got, ref), chunks  # same arithmetic: bit-identical
-        z_ref, f_ref = mrf.gibbs_sample(h, 0.9, mask, neighbours=neighbours, n_sweeps=12, n_burn=4, key=99)
-        z, f = mrf.gibbs_sample(h, 0.9, mask, neighbours=neighbours, n_sweeps=12, n_burn=4, key=99, chunks=(8, 9))
+        z_ref, f_ref = mrf.gibbs_sample(h, 0.9, mask, neighbours=neighbours, n_sweeps=8, n_burn=5, key=99)
+        z, f = mrf.gibbs_sample(h, 0.9, mask, neighbours=neighbours, n_sweeps=8, n_burn=5, key=99, chunks=(8, 9))
     assert np.array_equal(z, z_ref) and np.array_equal(f, f_ref)
     assert np.all(z_ref[~mask] == -1)
 
@@ -214,3 +214,19 @@ def test_more_classes_than_the_data_support_lose_on_bic():
     sel = mrf.select_classes(x, classes_min=1, classes_max=4, seed=0)
     assert sel.n_classes == 2
     assert np.all(np.diff(sel.gmm_bic[1:]) > 0)  # past the truth, every added class costs more than it explains
+
+
+@pytest.mark.slow  # starting the two worker processes takes most of its 10-25 s
+def test_chunked_fit_on_a_distributed_cluster_equals_single_chunk():
+    """The same halo tasks on a two-process Dask cluster (the product's client) give the single-array fit."""
+    from xafsflow.distributed import client
+
+    lab, x = labelled_features(0.5, shape=(24, 26), n_grains=6)
+    ref = mrf.fit_mrf(x, 3, seed=4)
+    with client(2, 1000):
+        got = mrf.fit_mrf(x, 3, seed=4, chunks=(12, 13))
+        z, f = mrf.gibbs_sample(mrf.site_field(x, ref), ref.beta, n_sweeps=6, n_burn=2, key=5, chunks=(8, 13))
+    z_ref, f_ref = mrf.gibbs_sample(mrf.site_field(x, ref), ref.beta, n_sweeps=6, n_burn=2, key=5)
+    assert np.max(np.abs(got.probabilities - ref.probabilities)) < 1e-9
+    assert np.array_equal(got.labels, ref.labels)
+    assert np.array_equal(z, z_ref) and np.array_equal(f, f_ref)

@@ -82,9 +82,9 @@ def test_labels_identical_across_chunkings(demo_stack):
     import dask
 
     d, _ = demo_stack
-    _, g1 = run(d, "whole")
+    _, g1 = run(d, "whole", {"classes_min": 3, "classes_max": 3})
     with dask.config.set(scheduler="synchronous"):
-        _, g2 = run(d, "chunked", {"distributed_min_pixels": 1})
+        _, g2 = run(d, "chunked", {"distributed_min_pixels": 1, "classes_min": 3, "classes_max": 3})
     assert read_provenance(d / "chunked.mrf.zarr")["chunked"] and not read_provenance(d / "whole.mrf.zarr")["chunked"]
     assert np.array_equal(g1["labels"][...], g2["labels"][...])
     assert np.max(np.abs(g1["probabilities"][...] - g2["probabilities"][...])) < 1e-6  # float32 store of 1e-9
@@ -92,7 +92,8 @@ def test_labels_identical_across_chunkings(demo_stack):
 
 def test_gibbs_inference_agrees_with_mean_field(demo_stack):
     d, truth = demo_stack
-    attrs, g = run(d, "gibbs", {"inference": "gibbs", "gibbs_sweeps": 60, "gibbs_burn": 20})
+    attrs, g = run(d, "gibbs", {"inference": "gibbs", "gibbs_sweeps": 60, "gibbs_burn": 20,
+                                      "classes_min": 3, "classes_max": 3})
     assert attrs["inference"] == "gibbs"
     assert adjusted_rand_score(truth.ravel(), g["labels"][...].ravel()) >= 0.9
 
@@ -119,7 +120,7 @@ def test_bad_parameters_and_input(demo_stack, tmp_path):
 
 def test_cli_writes_the_three_outputs(demo_stack, capsys):
     d, _ = demo_stack
-    code = cli.main(["segment", str(d / "scan.zarr"), "--params", json.dumps({"segment": {"classes_max": 3}}),
+    code = cli.main(["segment", str(d / "scan.zarr"), "--params", json.dumps({"segment": {"classes_min": 3, "classes_max": 3}}),
                      "--out", str(d / "cli.mrf.zarr"), "--tsv", str(d / "cli.mrf.tsv"),
                      "--png", str(d / "cli.mrf.png")])
     assert code == 0 and "segment: C = 3" in capsys.readouterr().out

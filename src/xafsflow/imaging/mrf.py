@@ -379,12 +379,15 @@ class _GridMap:
         self.ncol = kern.n_colours(neighbours)
         colour = kern.site_colours((ny, nx), neighbours, valid)
         site = np.arange(ny * nx, dtype=np.int64).reshape(ny, nx)
-        d = dask.delayed
-        # static blocks become graph keys once (no re-hashing of their data per task)
-        self.x = {k: d(x[sl]) for k, sl in self._slices()}
-        self.valid = {k: d(valid[sl]) for k, sl in self._slices()}
-        self.colour = {k: d(_pad(colour[sl], -1)) for k, sl in self._slices()}
-        self.site = {k: d(_pad(site[sl], 0)) for k, sl in self._slices()}
+        # static blocks are persisted once (on a distributed client they stay on the workers)
+        self.x = self._persist({k: x[sl] for k, sl in self._slices()})
+        self.valid = self._persist({k: valid[sl] for k, sl in self._slices()})
+        self.colour = self._persist({k: _pad(colour[sl], -1) for k, sl in self._slices()})
+        self.site = self._persist({k: _pad(site[sl], 0) for k, sl in self._slices()})
+
+    def _persist(self, blocks: dict) -> dict:
+        keys = list(blocks)
+        return dict(zip(keys, self.dask.persist(*[self.dask.delayed(np.ascontiguousarray(blocks[k])) for k in keys])))
 
     def _slices(self):
         for i in range(self.grid[0]):
@@ -398,7 +401,7 @@ class _GridMap:
         return out
 
     def from_numpy(self, a):
-        return {k: self.dask.delayed(np.ascontiguousarray(a[sl])) for k, sl in self._slices()}
+        return self._persist({k: a[sl] for k, sl in self._slices()})
 
     def to_numpy(self, blocks):
         vals = self.dask.compute(blocks)[0]
@@ -729,8 +732,7 @@ def gibbs_sample(field, beta: float, mask=None, *, neighbours: int = 4, n_sweeps
     key = np.uint64(key % 2**64)
     counts = np.zeros((ny, nx, nc))
     m = _map(np.zeros((ny, nx, 1)), valid, neighbours, chunks)
-    hm = m.from_numpy(_pad(h, 0.0)) if chunks is None else {k: m.dask.delayed(_pad(h[sl], 0.0))
-                                                              for k, sl in m._slices()}
+    hm = m.from_numpy(_pad(h, 0.0)) if chunks is None else m._persist({k: _pad(h[sl], 0.0) for k, sl in m._slices()})
     zm = m.from_numpy(z)
     ncol = kern.n_colours(neighbours)
     for s in range(n_sweeps):
@@ -759,5 +761,5 @@ def mean_field(field, beta: float, mask=None, *, neighbours: int = 4, n_sweeps: 
     q0 = _softmax(h) if init is None else np.asarray(init, dtype=np.float64)
     q0 = np.where(valid[..., None], q0, 0.0)
     m = _map(np.zeros((ny, nx, 1)), valid, neighbours, chunks)
-    hm = _pad(h, 0.0) if chunks is None else {k: m.dask.delayed(_pad(h[sl], 0.0)) for k, sl in m._slices()}
+    hm = _pad(h, 0.0) if chunks is None else m._persist({k: _pad(h[sl], 0.0) for k, sl in m._slices()})
     return m.to_numpy(m.sweeps(m.from_numpy(q0), hm, beta, n_sweeps))
