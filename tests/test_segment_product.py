@@ -90,6 +90,17 @@ def test_labels_identical_across_chunkings(demo_stack):
     assert np.max(np.abs(g1["probabilities"][...] - g2["probabilities"][...])) < 1e-6  # float32 store of 1e-9
 
 
+def test_extra_maps_join_the_features(demo_stack):
+    """The hook for NMF abundances: a map equal to the true phase index as an extra feature is used and stored."""
+    d, truth = demo_stack
+    params = kind_params("stack", {"segment": {"classes_min": 3, "classes_max": 3}})
+    attrs = seg.run_segment(d / "scan.zarr", d / "extra.mrf.zarr", d / "extra.mrf.tsv", d / "extra.mrf.png", params,
+                            "stack_01", 1, extra_maps={"abundance_0": (truth == 0).astype(float)})
+    g = open_store(d / "extra.mrf.zarr")
+    assert attrs["feature_names"][-1] == "abundance_0" and g["features"].shape[-1] == 4
+    assert adjusted_rand_score(truth.ravel(), g["labels"][...].ravel()) >= 0.9
+
+
 def test_gibbs_inference_agrees_with_mean_field(demo_stack):
     d, truth = demo_stack
     attrs, g = run(d, "gibbs", {"inference": "gibbs", "gibbs_sweeps": 60, "gibbs_burn": 20,

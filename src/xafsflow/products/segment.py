@@ -98,8 +98,12 @@ def run(args) -> str:
 
 
 # ------------------------------------------------------------------ steps
-def read_features(scan_store, p: dict):
-    """(FeatureMaps, map chunks (rows, cols), source name) of a normalized stack store, chunk by chunk."""
+def read_features(scan_store, p: dict, extra_maps: dict | None = None):
+    """(FeatureMaps, map chunks (rows, cols), source name, scan attributes) of a normalized stack store.
+
+    Features are computed one row chunk of the stack at a time; ``extra_maps``
+    ({name: (y, x) map}, e.g. NMF abundances) join them before standardizing.
+    """
     from xafsflow.imaging.features import spectral_features, standardize
 
     g = st.open_store(scan_store)
@@ -122,7 +126,7 @@ def read_features(scan_store, p: dict):
             phys[y0: y0 + rows] = spectral_features(energy, block, float(e0), features=tuple(p["features"]),
                                                     window=tuple(p["window"]), half_step=p["half_step"],
                                                     smooth_sigma_ev=p["smooth_sigma_ev"])
-        maps = standardize(phys, p["features"], mask=np.isfinite(step) & (step > 0))
+        maps = standardize(phys, p["features"], mask=np.isfinite(step) & (step > 0), extra=extra_maps)
     except ValueError as exc:
         raise AnalysisInputError(f"features: {exc}", src) from None
     return maps, (rows, nx), src, attrs
@@ -155,8 +159,12 @@ def grains(labels: np.ndarray, neighbours: int):
 
 
 def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
-                params_hash: str | None = None) -> dict:
-    """Segment one stack and write ``out`` (Zarr), ``tsv`` and ``png``; returns the store's main attributes."""
+                params_hash: str | None = None, extra_maps: dict | None = None) -> dict:
+    """Segment one stack and write ``out`` (Zarr), ``tsv`` and ``png``; returns the store's main attributes.
+
+    ``extra_maps`` ({name: (y, x) array}) are more features (the hook for the
+    NMF abundances, to be wired when the nmf product exists).
+    """
     from sklearn.metrics import adjusted_rand_score
 
     from xafsflow.imaging import mrf
@@ -164,7 +172,7 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
 
     p = params["segment"]
     problems = check(p)
-    maps, map_chunks, src, scan_attrs = read_features(scan_store, p)
+    maps, map_chunks, src, scan_attrs = read_features(scan_store, p, extra_maps)
     if problems:
         raise AnalysisInputError("segment: " + "; ".join(problems), src)
     ss = seed_sequence(campaign_seed, scan_id, "segment")
