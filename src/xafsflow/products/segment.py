@@ -273,18 +273,24 @@ def plot_segment(path, maps, best, labels, sel, scan_id: str) -> None:
     im = axes[0].imshow(feat, cmap="viridis")
     fig.colorbar(im, ax=axes[0], shrink=0.8, label=f"{maps.names[0]} ({maps.units[0]})")
     axes[0].set_title(f"{scan_id}: {maps.names[0]}")
-    cmap = plt.get_cmap("tab10", max(best.n_classes, 2))
+    from matplotlib.colors import ListedColormap
+
+    nc = best.n_classes
+    cmap = ListedColormap([plt.get_cmap("tab10")(c % 10) for c in range(nc)])  # class c: the c-th tab10 colour
     for ax, lab, title in ((axes[1], best.gmm_labels, "GMM only (no spatial prior)"),
-                           (axes[2], labels, f"MRF, C = {best.n_classes}, beta = {best.beta:.2f}")):
-        ax.imshow(np.ma.masked_less(lab, 0), cmap=cmap, vmin=-0.5, vmax=max(best.n_classes, 2) - 0.5,
-                  interpolation="nearest")
+                           (axes[2], labels, f"MRF, C = {nc}, beta = {best.beta:.2f}")):
+        ax.imshow(np.ma.masked_less(lab, 0), cmap=cmap, vmin=-0.5, vmax=nc - 0.5, interpolation="nearest")
         ax.set_title(title)
     for ax in axes[:3]:
         ax.set_xticks([])
         ax.set_yticks([])
     ax = axes[3]
-    ax.plot(sel.classes, sel.gmm_bic, "o-", label="BIC, GMM")
-    ax.plot(sel.classes, sel.bic, "s--", label="BIC, MRF (mean-field-like)")
+    cs = np.array(sel.classes)
+    ok = np.array(sel.supported, bool)
+    for curve, style, name in ((sel.gmm_bic, "o-", "BIC, GMM"), (sel.bic, "s--", "BIC, MRF (mean-field-like)")):
+        line, = ax.plot(cs, curve, style, label=name, mfc="none")
+        ax.plot(cs[ok], np.asarray(curve)[ok], style[0], color=line.get_color())  # filled: supported C
+    ax.set_title("filled: every class holds enough pixels", fontsize=8)
     ax.axvline(best.n_classes, color="0.5", lw=0.8)
     ax.set_xlabel("classes C")
     ax.set_ylabel("BIC")
