@@ -60,6 +60,8 @@ def test_demo_stack_grains_against_truth(demo_stack):
     assert g["probabilities"].chunks == (rows, labels.shape[1], 3)
     np.testing.assert_allclose(g["probabilities"][...][labels >= 0].sum(axis=-1), 1.0, atol=1e-5)
     assert list(g["class_selection/C"][...]) == [2, 3, 4, 5]
+    # the mixture's BIC alone prefers 4; the MRF at C = 4 empties a class, so 3 is chosen (README)
+    assert int(np.argmin(g["class_selection/bic_gmm"][...])) == 2 and not g["class_selection/supported"][2]
     prov = read_provenance(d / "plain.mrf.zarr")
     assert prov["step"] == "segment" and prov["seed"] == 20261127 and "gmm" in prov["task_seeds"]
     # the table: one row per grain at or above min_grain_area, areas from the grain map, um^2 from 0.5 um pixels
