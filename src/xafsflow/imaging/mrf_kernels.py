@@ -6,6 +6,9 @@ map padded with one ring of empty sites is one such block; a Dask chunk with a
 one-pixel halo taken from its neighbours is another, so one kernel serves the
 single-array and the chunked sweep, and both give the same numbers.
 
+Kernels release the GIL (so Dask threads run chunks at once) and split rows
+over numba threads.
+
 Sites carry a colour (``colour`` array, int8): sites of one colour are never
 neighbours (two colours ``(y + x) % 2`` for 4-neighbours, four colours
 ``2 (y % 2) + x % 2`` for 8-neighbours), so all sites of a colour can be updated
@@ -83,7 +86,7 @@ def site_uniforms(key: int, sites: np.ndarray, step: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------- mean field
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def mf_colour_update(q, h, colour, col, beta, eight):
     """Mean-field update, in place, of the interior sites of colour ``col``.
 
@@ -150,7 +153,7 @@ def mf_colour_update_np(q, h, colour, col, beta, eight):
 
 
 # ------------------------------------------------------------------ Gibbs
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def gibbs_colour_update(z, h, colour, site, col, beta, eight, key, step):
     """Gibbs update, in place, of the interior sites of colour ``col``.
 
