@@ -1,0 +1,300 @@
+"""The segment product: hidden Potts MRF grain segmentation of a normalized micro-XAFS stack.
+
+Reads the normalized scan store (``norm`` (energy, y, x), ``edge_step`` (y, x),
+attribute ``e0``), computes per-pixel features
+(:mod:`xafsflow.imaging.features`) chunk by chunk, compares C classes over a
+range and fits the chosen C (:mod:`xafsflow.imaging.mrf`), then writes
+``<scan_id>.mrf.zarr`` (labels, class probabilities chunked like the map,
+grains, features, parameters, the C curve, provenance), ``<scan_id>.mrf.tsv``
+(one row per grain: connected region of one class at or above
+``min_grain_area`` pixels) and ``<scan_id>.mrf.png``.
+
+Pixels with a non-positive edge step, or whose features cannot be found, are
+masked (label -1). NMF abundances as features are to come with the nmf
+product (``abundances`` must stay false until then).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from xafsflow.errors import AnalysisInputError
+from xafsflow.io import store as st
+from xafsflow.products import Product
+
+PRODUCT = Product(
+    name="segment",
+    directory="segmentation",
+    kinds=("stack",),
+    params_key="segment",
+    summary_fields=("n_classes", "n_grains", "beta", "ari_gmm", "masked_fraction"),
+    description="grain segmentation of a micro-XAFS stack by a hidden Potts Markov random field",
+    module=__name__,
+    part="mrf",
+)
+
+_MRF_KEYS = ("neighbours", "beta", "beta_max", "em_iterations", "mf_sweeps", "tol", "reg_covar",
+             "min_class_fraction", "min_pixels_per_param")
+
+
+def add_arguments(p) -> None:
+    """``xafsflow segment`` has only the common options."""
+
+
+def check(params: dict, n_points: int | None = None) -> list[str]:
+    """Problems with a resolved ``segment`` block, found without running anything."""
+    problems = []
+    if params["classes_min"] > params["classes_max"]:
+        problems.append(f"class range [{params['classes_min']}, {params['classes_max']}] is empty "
+                        "(classes_min > classes_max)")
+    lo, hi = params["window"]
+    if not lo < hi:
+        problems.append(f"window [{lo}, {hi}] is not ordered (start below end)")
+    if params["abundances"]:
+        problems.append("abundances: NMF abundance features need the nmf product, which is not available yet; "
+                        "set abundances to false")
+    if params["inference"] == "gibbs" and params["gibbs_burn"] >= params["gibbs_sweeps"]:
+        problems.append(f"gibbs_burn ({params['gibbs_burn']}) must be below gibbs_sweeps ({params['gibbs_sweeps']})")
+    if params["beta"] is not None and params["beta"] > params["beta_max"]:
+        problems.append(f"beta ({params['beta']}) is above beta_max ({params['beta_max']})")
+    return problems
+
+
+def summary(attrs: dict) -> dict:
+    """Summary fields (without the ``segment.`` prefix) and flags from the store's attributes."""
+    def fmt(v, spec):
+        return "" if v is None else format(v, spec)
+
+    return {
+        "n_classes": attrs.get("n_classes", ""),
+        "n_grains": attrs.get("n_grains", ""),
+        "beta": fmt(attrs.get("beta"), ".3f"),
+        "ari_gmm": fmt(attrs.get("ari_gmm"), ".3f"),
+        "masked_fraction": fmt(attrs.get("masked_fraction"), ".3f"),
+        "flags": list(attrs.get("flags") or []),
+    }
+
+
+def run(args) -> str:
+    """``xafsflow segment``: segment one stack store and write its store, TSV and PNG."""
+    from xafsflow.products._common import load_params, scan_kind
+
+    attrs = dict(st.open_store(args.scan_store).attrs)
+    params = load_params(args, scan_kind(PRODUCT, attrs, args.scan_store))
+    scan_id = args.scan_id or attrs.get("scan_id", "scan")
+    if args.threads > 1:
+        from xafsflow.distributed import client
+
+        with client(args.threads, args.mem_mb, dashboard=args.dashboard):
+            out = run_segment(args.scan_store, args.out, args.tsv, args.png, params, scan_id, args.seed,
+                              args.params_hash)
+    else:
+        out = run_segment(args.scan_store, args.out, args.tsv, args.png, params, scan_id, args.seed,
+                          args.params_hash)
+    return (f"segment: C = {out['n_classes']}, {out['n_grains']} grains, beta = {out['beta']:.3f} -> {args.out}")
+
+
+# ------------------------------------------------------------------ steps
+def read_features(scan_store, p: dict, extra_maps: dict | None = None):
+    """(FeatureMaps, map chunks (rows, cols), source name, scan attributes) of a normalized stack store.
+
+    Features are computed one row chunk of the stack at a time; ``extra_maps``
+    ({name: (y, x) map}, e.g. NMF abundances) join them before standardizing.
+    """
+    from xafsflow.imaging.features import spectral_features, standardize
+
+    g = st.open_store(scan_store)
+    attrs = dict(g.attrs)
+    src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
+    if "norm" not in g or g["norm"].ndim != 3:
+        raise AnalysisInputError("the segment product needs a normalized (energy, y, x) stack store", src)
+    energy = g["energy"][...]
+    norm = g["norm"]
+    ne, ny, nx = norm.shape
+    rows = norm.chunks[1]
+    e0 = attrs.get("e0")
+    if e0 is None or not np.isfinite(e0):
+        raise AnalysisInputError("the stack has no edge energy E0 (normalization failed?)", src)
+    step = g["edge_step"][...] if "edge_step" in g else np.ones((ny, nx))
+    phys = np.empty((ny, nx, len(p["features"])))
+    try:
+        for y0 in range(0, ny, rows):  # one row chunk of the stack in memory at a time
+            block = norm[:, y0: y0 + rows, :]
+            phys[y0: y0 + rows] = spectral_features(energy, block, float(e0), features=tuple(p["features"]),
+                                                    window=tuple(p["window"]), half_step=p["half_step"],
+                                                    smooth_sigma_ev=p["smooth_sigma_ev"])
+        maps = standardize(phys, p["features"], mask=np.isfinite(step) & (step > 0), extra=extra_maps)
+    except ValueError as exc:
+        raise AnalysisInputError(f"features: {exc}", src) from None
+    return maps, (rows, nx), src, attrs
+
+
+def segment_features(maps, p: dict, seed: int, chunks=None):
+    """The class selection over the C range (:class:`~xafsflow.imaging.mrf.ClassSelection`)."""
+    from xafsflow.imaging import mrf
+
+    kw = {k: p[k] for k in _MRF_KEYS}
+    return mrf.select_classes(maps.values, maps.mask, classes_min=p["classes_min"], classes_max=p["classes_max"],
+                              class_criterion=p["class_criterion"], seed=seed, chunks=chunks, **kw)
+
+
+def grains(labels: np.ndarray, neighbours: int):
+    """Connected regions of one class: (grain map, -1 outside any; list of (grain id, class, area))."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, 1 if neighbours == 4 else 2)
+    out = np.full(labels.shape, -1, dtype=np.int32)
+    table = []
+    for c in range(int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0):
+        lab, n = ndimage.label(labels == c, structure=structure)
+        for k in range(1, n + 1):
+            sel = lab == k
+            gid = len(table)
+            out[sel] = gid
+            table.append((gid, c, int(sel.sum())))
+    return out, table
+
+
+def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
+                params_hash: str | None = None, extra_maps: dict | None = None) -> dict:
+    """Segment one stack and write ``out`` (Zarr), ``tsv`` and ``png``; returns the store's main attributes.
+
+    ``extra_maps`` ({name: (y, x) array}) are more features (the hook for the
+    NMF abundances, to be wired when the nmf product exists).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    from xafsflow.imaging import mrf
+    from xafsflow.seeds import seed_sequence
+
+    p = params["segment"]
+    problems = check(p)
+    maps, map_chunks, src, scan_attrs = read_features(scan_store, p, extra_maps)
+    if problems:
+        raise AnalysisInputError("segment: " + "; ".join(problems), src)
+    ss = seed_sequence(campaign_seed, scan_id, "segment")
+    gmm_seed, gibbs_key = (int(v) for v in ss.generate_state(2, dtype=np.uint64))
+    gmm_seed %= 2**31 - 1
+    ny, nx = maps.mask.shape
+    chunks = map_chunks if ny * nx >= p["distributed_min_pixels"] else None
+    try:
+        sel = segment_features(maps, p, gmm_seed, chunks)
+    except mrf.MRFInputError as exc:
+        raise AnalysisInputError(f"segment: {exc}", src) from None
+    best = sel.best
+    probs, labels = best.probabilities, best.labels
+    if p["inference"] == "gibbs":
+        field = mrf.site_field(maps.values, best, maps.mask)
+        _, probs = mrf.gibbs_sample(field, best.beta, maps.mask, neighbours=p["neighbours"],
+                                    n_sweeps=p["gibbs_sweeps"], n_burn=p["gibbs_burn"], key=gibbs_key,
+                                    init=labels, chunks=chunks)
+        labels = np.where(maps.mask, np.argmax(probs, axis=-1), -1).astype(np.int32)
+    grain_map, table = grains(labels, p["neighbours"])
+    listed = [t for t in table if t[2] >= p["min_grain_area"]]
+    m = maps.mask
+    ari = float(adjusted_rand_score(best.gmm_labels[m], labels[m])) if m.any() else None
+    flags = []
+    if best.beta_at_bound:
+        flags.append(f"beta_at_bound({best.beta:.2f})")
+    if not best.converged:
+        flags.append(f"not_converged(EM {best.n_iter} iterations)")
+    if best.n_classes == p["classes_max"] and p["classes_max"] > p["classes_min"]:
+        flags.append(f"classes_at_limit(C={best.n_classes})")
+    if not all(sel.supported[sel.classes.index(best.n_classes):sel.classes.index(best.n_classes) + 1]):
+        flags.append("classes_unsupported")
+    attrs = {
+        "scan_id": scan_id, "n_classes": best.n_classes, "n_grains": len(listed), "n_regions": len(table),
+        "beta": best.beta, "ari_gmm": ari, "masked_fraction": float(1 - m.mean()),
+        "class_criterion": p["class_criterion"], "inference": p["inference"], "neighbours": p["neighbours"],
+        "em_iterations_done": best.n_iter, "converged": best.converged, "log_likelihood": best.log_likelihood,
+        "feature_names": maps.names, "feature_units": maps.units, "feature_mean": maps.mean,
+        "feature_sd": maps.sd, "notes": maps.notes + sel.notes, "flags": flags,
+        "pixel_size_um": scan_attrs.get("pixel_size_um"),
+    }
+    prov = st.provenance("segment", [], {"segment": p}, campaign_seed, params_hash, maps.notes + sel.notes,
+                         extra={"scan_store_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
+                                "task_seeds": {"gmm": gmm_seed, "gibbs_key": gibbs_key},
+                                "chunked": chunks is not None})
+    rows = map_chunks[0]
+    with st.atomic_store(out) as g:
+        st.put_array(g, "labels", labels, ("y", "x"), chunks=(rows, nx),
+                     attrs={"meaning": "MAP class of each pixel; -1 masked"})
+        st.put_array(g, "probabilities", probs.astype(np.float32), ("y", "x", "class"),
+                     chunks=(rows, nx, best.n_classes), attrs={"meaning": f"class posterior ({p['inference']})"})
+        st.put_array(g, "gmm_labels", best.gmm_labels, ("y", "x"), chunks=(rows, nx),
+                     attrs={"meaning": "Gaussian mixture without spatial prior (the initialisation)"})
+        st.put_array(g, "grains", grain_map, ("y", "x"), chunks=(rows, nx),
+                     attrs={"meaning": "connected region of one class (grain id of the table); -1 masked"})
+        st.put_array(g, "features", maps.physical.astype(np.float32), ("y", "x", "feature"),
+                     chunks=(rows, nx, len(maps.names)), attrs={"names": maps.names, "units": maps.units})
+        st.put_array(g, "mask", maps.mask, ("y", "x"), chunks=(rows, nx))
+        st.put_array(g, "class_means", best.means, ("class", "feature"),
+                     attrs={"units": "standardized features (physical = value * feature_sd + feature_mean)"})
+        st.put_array(g, "class_covariances", best.covariances, ("class", "feature", "feature_2"))
+        st.put_array(g, "class_weights", best.weights, ("class",))
+        curve = g.create_group("class_selection")
+        st.put_array(curve, "C", np.array(sel.classes), ("C",))
+        st.put_array(curve, "bic_mrf", np.array(sel.bic), ("C",))
+        st.put_array(curve, "bic_gmm", np.array(sel.gmm_bic), ("C",))
+        st.put_array(curve, "supported", np.array(sel.supported), ("C",))
+        st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
+    write_tsv(tsv, listed, grain_map, maps, probs, scan_attrs.get("pixel_size_um"))
+    plot_segment(png, maps, best, labels, sel, scan_id)
+    return attrs
+
+
+def write_tsv(path, listed, grain_map, maps, probs, pixel_size_um) -> None:
+    """One row per listed grain: id, class, area (pixels, um^2), centroid, mean features, mean class probability."""
+    yy, xx = np.indices(grain_map.shape)
+    with open(Path(path), "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["grain", "class", "area_px", "area_um2", "centroid_y", "centroid_x"]
+                   + [f"mean_{n}" for n in maps.names] + ["mean_probability"])
+        for gid, c, area in listed:
+            sel = grain_map == gid
+            um2 = "" if pixel_size_um is None else f"{area * float(pixel_size_um) ** 2:.6g}"
+            feats = [f"{v:.6g}" for v in np.nanmean(maps.physical[sel], axis=0)]
+            w.writerow([gid, c, area, um2, f"{yy[sel].mean():.2f}", f"{xx[sel].mean():.2f}"] + feats
+                       + [f"{probs[sel][:, c].mean():.4f}"])
+
+
+def plot_segment(path, maps, best, labels, sel, scan_id: str) -> None:
+    """Feature map, GMM-only labels, MRF labels side by side, and the BIC over C."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    feat = np.where(maps.mask, maps.physical[..., 0], np.nan)
+    im = axes[0].imshow(feat, cmap="viridis")
+    fig.colorbar(im, ax=axes[0], shrink=0.8, label=f"{maps.names[0]} ({maps.units[0]})")
+    axes[0].set_title(f"{scan_id}: {maps.names[0]}")
+    from matplotlib.colors import ListedColormap
+
+    nc = best.n_classes
+    cmap = ListedColormap([plt.get_cmap("tab10")(c % 10) for c in range(nc)])  # class c: the c-th tab10 colour
+    for ax, lab, title in ((axes[1], best.gmm_labels, "GMM only (no spatial prior)"),
+                           (axes[2], labels, f"MRF, C = {nc}, beta = {best.beta:.2f}")):
+        ax.imshow(np.ma.masked_less(lab, 0), cmap=cmap, vmin=-0.5, vmax=nc - 0.5, interpolation="nearest")
+        ax.set_title(title)
+    for ax in axes[:3]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[3]
+    cs = np.array(sel.classes)
+    ok = np.array(sel.supported, bool)
+    for curve, style, name in ((sel.gmm_bic, "o-", "BIC, GMM"), (sel.bic, "s--", "BIC, MRF (mean-field-like)")):
+        line, = ax.plot(cs, curve, style, label=name, mfc="none")
+        ax.plot(cs[ok], np.asarray(curve)[ok], style[0], color=line.get_color())  # filled: supported C
+    ax.set_title("filled: every class holds enough pixels", fontsize=8)
+    ax.axvline(best.n_classes, color="0.5", lw=0.8)
+    ax.set_xlabel("classes C")
+    ax.set_ylabel("BIC")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
