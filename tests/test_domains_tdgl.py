@@ -16,7 +16,7 @@ def _with(p, **kw):
 
 def test_semi_implicit_converges_to_explicit_reference_at_first_order():
     """A swept run on 16x16 against forward Euler at dt 1e-3: error ~ dt, halving with dt."""
-    p = tdgl.TDGLParams(alpha=1.5, n=16, h0=0.6, v=0.1)
+    p = tdgl.TDGLParams(alpha=1.5, n=16, h0=0.6, v=0.1, precision="float64")
     ref = tdgl.run_explicit(p, 3, dt=1e-3)
     assert ref.std() > 0.1  # domains have begun to form: not a trivial relaxation
     errs = []
@@ -28,7 +28,7 @@ def test_semi_implicit_converges_to_explicit_reference_at_first_order():
 
 
 def test_free_energy_never_increases_at_fixed_field_under_the_bound():
-    p = tdgl.TDGLParams(alpha=2.4, n=32, h0=0.3)
+    p = tdgl.TDGLParams(alpha=2.4, n=32, h0=0.3, precision="float64")
     bound = p.time_step_bound()
     # the bound as documented: 1 / (L/2 - c), L = alpha * 2 * (3 phi_max^2 - 1)
     assert bound == pytest.approx(1.0 / (2.4 * 2.0 * (3 * 1.2**2 - 1) / 2 - 4.0))
@@ -76,7 +76,7 @@ def test_dipolar_kernel_limits():
 
 
 def test_run_is_a_pure_function_and_batches_agree():
-    p = tdgl.TDGLParams(alpha=1.8, n=16, v=0.2)
+    p = tdgl.TDGLParams(alpha=1.8, n=16, v=0.2, precision="float64")
     a = tdgl.run(p, 11)["image"]
     b = tdgl.run(p, 11)["image"]
     assert a.tobytes() == b.tobytes()
@@ -86,7 +86,7 @@ def test_run_is_a_pure_function_and_batches_agree():
 
 
 def test_ensemble_does_not_depend_on_chunking():
-    base = tdgl.TDGLParams(alpha=0.0, n=16, h0=1.0)
+    base = tdgl.TDGLParams(alpha=0.0, n=16, h0=1.0)  # float32, as ensembles run
     imgs2, prm = tdgl.ensemble([1.0, 1.5, 2.0], [0.2, 0.1], base, 7, runs_per_task=2)
     imgs5, _ = tdgl.ensemble([1.0, 1.5, 2.0], [0.2, 0.1], base, 7, runs_per_task=5)
     a, b = imgs2.compute(scheduler="synchronous"), imgs5.compute(scheduler="synchronous")

@@ -61,8 +61,8 @@ class DomainModel:
         z = (np.asarray(stats, dtype=np.float64) - self.mean) / self.scale
         return z @ self.components.T
 
-    def predict(self, stats: np.ndarray, level: float = 0.95) -> dict:
-        """alpha with its ``level`` prediction interval for statistics ``(n, n_stats)``.
+    def predict(self, stats: np.ndarray, interval_level: float = 0.95) -> dict:
+        """alpha with its ``interval_level`` prediction interval for statistics ``(n, n_stats)``.
 
         Returns ``{"alpha", "low", "high", "scores"}`` (arrays of length n).
         """
@@ -72,7 +72,7 @@ class DomainModel:
         x = np.column_stack([np.ones(len(pcs)), pcs[:, : self.n_pcs]])
         pred = x @ self.coef
         lever = np.einsum("ij,jk,ik->i", x, self.xtx_inv, x)
-        half = sps.t.ppf(0.5 + level / 2, self.dof) * self.resid_sd * np.sqrt(1.0 + lever)
+        half = sps.t.ppf(0.5 + interval_level / 2, self.dof) * self.resid_sd * np.sqrt(1.0 + lever)
         return {"alpha": pred, "low": pred - half, "high": pred + half, "scores": pcs}
 
 
@@ -137,3 +137,20 @@ def fit(stats: np.ndarray, alpha: np.ndarray, train: np.ndarray, test: np.ndarra
     if len(test):
         model.r2_test = r2_score(alpha[test], model.predict(stats[test])["alpha"])
     return model
+
+
+def fit_per_sweep_rate(stats: np.ndarray, alpha: np.ndarray, v: np.ndarray, train_fraction: float = 0.2,
+                       n_pcs: int = 1, n_components: int = 5, rng: np.random.Generator | None = None
+                       ) -> dict[float, DomainModel]:
+    """One :class:`DomainModel` per sweep rate (as the paper scores each rate on its own ensemble).
+
+    Each rate's runs are split at random (``train_fraction`` for training)
+    with ``rng``; indices in the models refer to that rate's runs in order.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    models = {}
+    for rate in np.unique(v)[::-1]:  # fastest first, a fixed order for the random splits
+        sel = np.flatnonzero(v == rate)
+        train, test = split(sel.size, train_fraction, rng)
+        models[float(rate)] = fit(stats[sel], alpha[sel], train, test, n_pcs=n_pcs, n_components=n_components)
+    return models

@@ -92,6 +92,9 @@ class TDGLParams:
     phi_max : float
         Bound on ``|phi|`` assumed by the time-step bound (a run reports the
         largest ``|phi|`` it reached, so the assumption is checked).
+    precision : str
+        ``float64`` or ``float32`` arithmetic of the time stepping (float32
+        FFTs are about 2.5x faster; ensembles use them, tests of the scheme float64).
     """
 
     def time_step_bound(self, alpha: float | None = None) -> float:
@@ -104,11 +107,12 @@ class TDGLParams:
     gamma: float = 2.0
     h0: float = 2.2
     v: float = 0.01
-    n: int = 64
+    n: int = 128
     thickness: float = 4.0
     dt: float = 0.25
     stabilizer: float = 4.0
     phi_max: float = 1.2
+    precision: str = "float32"
 
 
 def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +123,7 @@ def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return k2, np.sqrt(k2)
 
 
-def dipolar_kernel(n: int, thickness: float = 1.0) -> np.ndarray:
+def dipolar_kernel(n: int, thickness: float = 4.0) -> np.ndarray:
     """Thin-film dipolar kernel ``G(k) = (1 - exp(-k d)) / (k d)`` on the ``rfft2`` grid (``G(0) = 1``)."""
     _, k = wavenumbers(n)
     kd = k * thickness
@@ -235,6 +239,9 @@ def run_batch(alphas, p: TDGLParams, seeds, snapshots: int = 0, field_fixed: boo
     The batch is only a speed-up (one FFT call for all); run ``i`` equals
     :func:`run` with ``alpha = alphas[i]`` and ``seeds[i]`` to rounding.
     """
+    from scipy import fft as sfft
+
+    dtype = np.dtype(p.precision)
     alphas = np.asarray(alphas, dtype=np.float64)[:, None, None]
     lam = np.empty((alphas.shape[0], p.n, p.n))
     phi = np.empty_like(lam)
@@ -244,19 +251,26 @@ def run_batch(alphas, p: TDGLParams, seeds, snapshots: int = 0, field_fixed: boo
         nst, dt = int(steps), p.dt
     else:
         nst, dt = n_steps(p)
-    denom = 1.0 + dt * _operator(p)
-    a_lam = alphas * lam
+    inv_denom = (1.0 / (1.0 + dt * _operator(p))).astype(dtype)
+    # explicit part phi + dt (alpha lam (phi - phi^3) + h + c phi) = phi (b + a (1 - phi^2)) + dt h
+    a = (dt * alphas * lam).astype(dtype)
+    b = dtype.type(1.0 + dt * p.stabilizer)
+    phi = phi.astype(dtype)
     every = max(1, nst // snapshots) if snapshots else 0
     snaps, fields = [], []
     phi_max = np.max(np.abs(phi), axis=(1, 2))
     for i in range(nst):
         h = p.h0 if field_fixed else p.h0 - p.v * dt * i
-        explicit = phi + dt * (a_lam * (phi - phi**3) + h + p.stabilizer * phi)
-        phi = np.fft.irfft2(np.fft.rfft2(explicit) / denom, s=(p.n, p.n))
+        explicit = phi * (b + a * (1 - phi * phi))
+        explicit += dtype.type(dt * h)
+        spec = sfft.rfft2(explicit)
+        spec *= inv_denom
+        phi = sfft.irfft2(spec, s=(p.n, p.n))
         phi_max = np.maximum(phi_max, np.max(np.abs(phi), axis=(1, 2)))
         if every and (i + 1) % every == 0 and len(snaps) < snapshots:
-            snaps.append(phi.copy())
+            snaps.append(phi.astype(np.float64))
             fields.append(p.h0 if field_fixed else p.h0 - p.v * dt * (i + 1))
+    phi = phi.astype(np.float64)
     out = []
     for j in range(alphas.shape[0]):
         out.append({"image": phi[j], "lam": lam[j], "phi_max": float(phi_max[j]), "steps": nst, "dt": dt,

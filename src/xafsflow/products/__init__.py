@@ -60,6 +60,9 @@ class Product:
         (``<scan_id>.<part>.zarr``).
     campaign_level : bool
         A product of the whole campaign (store names start with ``_``).
+    campaign_id : str
+        Store stem of a campaign-level product (``<directory>/<campaign_id>.zarr``);
+        it starts with ``_``, which no scan id does.
     module : str
         The module holding ``run``, ``check``, ``summary``, ``add_arguments``.
     kind_defaults : dict
@@ -81,6 +84,7 @@ class Product:
     version: int = 1
     part: str | None = None
     campaign_level: bool = False
+    campaign_id: str = "_campaign"
     kind_defaults: dict = field(default_factory=dict, hash=False, compare=False)
     kind_schema: dict = field(default_factory=dict, hash=False, compare=False)
 
