@@ -41,11 +41,12 @@ def add_arguments(p) -> None:
 
 
 def check(params: dict, n_points: int | None = None) -> list[str]:
-    """Problems with a resolved ``domain_parameters`` block, found before any job runs."""
+    """Problems with a resolved ``domain_parameters`` block, found before any job runs.
+
+    A missing ``length_unit_um`` is not one of them: it fails each image's job
+    (listed in the summary) so that the rest of a campaign still runs.
+    """
     problems = []
-    if params["length_unit_um"] is None:
-        problems.append("length_unit_um is not set: the simulation's length unit (micrometres per grid "
-                        "spacing) is needed to match an image's pixel size")
     if params["background_sigma"] is not None and params["background_sigma"] <= 0:
         problems.append("background_sigma must be positive (or null for no flattening)")
     return problems
@@ -86,8 +87,8 @@ def estimate(scan_store, model_store, out, tsv, png, p: dict, scan_id: str, seed
     models, mattrs = load_models(model_store)
     opts = mattrs["pss"]
     if p["length_unit_um"] is None:
-        raise AnalysisInputError("domain_parameters: length_unit_um is not set in the configuration "
-                                 "(micrometres per simulation grid spacing)", src)
+        raise AnalysisInputError("the image's scale cannot be matched: set analysis.domain_image."
+                                 "domain_parameters.length_unit_um (micrometres per simulation grid spacing)", src)
     try:
         img, record = prepare_image(g["image"][...], attrs.get("pixel_size_um"), p["length_unit_um"], opts["scales"],
                                     tuple(mattrs["percentiles"]), p["background_sigma"])
