@@ -149,3 +149,39 @@ def test_model_checks_before_any_job():
     assert any("too small" in m for m in dm.check(dict(p, grid=64)))
     assert any("not divisible" in m for m in dm.check(dict(p, grid=136)))
     assert any("training runs" in m for m in dm.check(dict(p, n_alpha=5, n_pcs=3, n_components=5)))
+
+
+def test_summary_chains_the_campaign_model_before_each_image(model, demo_dir, tmp_path):
+    """A failed campaign-level model fails every domain image with its reason; once it and the image's
+    product exist the image is ok and carries both products' fields."""
+    import shutil
+
+    from xafsflow.layout import Layout
+    from xafsflow.products import get
+    from xafsflow.summary import write_summary
+
+    layout = Layout(tmp_path / "results" / "c")
+    raw = ingest("d1", "domain_image", "image", [str(demo_dir / "domain_01.png")], layout.raw_store("d1"),
+                 fields={"pixel_size": 0.05})
+    normalize(raw, layout.scan_store("d1"), kind_params("domain_image", None))
+    sheet = tmp_path / "scans.tsv"
+    sheet.write_text(f"scan_id\tkind\tpath\tformat\nd1\tdomain_image\t{demo_dir / 'domain_01.png'}\timage\n")
+    mprod, pprod = get("domain_model"), get("domain_parameters")
+    log = layout.log("domain_model", "campaign")
+    log.parent.mkdir(parents=True)
+    log.write_text("xafsflow: error: configuration: domain_model: dt 0.5 exceeds the energy-stable bound\n")
+    rows = write_summary(layout.root, sheet, tmp_path / "s.tsv")
+    assert rows[0]["status"] == "failed" and rows[0]["reason"].startswith("domain_model: configuration")
+    model_store = layout.product_store(mprod, mprod.campaign_id)
+    assert model_store == layout.root / "domain-parameter" / "_model.zarr"
+    shutil.copytree(model / "_model.zarr", model_store)
+    rows = write_summary(layout.root, sheet, tmp_path / "s.tsv")
+    assert rows[0]["status"] == "not run"  # the image's own product is next
+    dp.estimate(layout.scan_store("d1"), model_store, layout.product_store(pprod, "d1"),
+                layout.product_table(pprod, "d1"), layout.product_figure(pprod, "d1"),
+                demo_params()["domain_parameters"], "d1", 1)
+    shutil.copy(model / "_model.png", layout.product_figure(mprod, mprod.campaign_id))
+    rows = write_summary(layout.root, sheet, tmp_path / "s.tsv", tmp_path / "r.html")
+    assert rows[0]["status"] == "ok"
+    assert float(rows[0]["domain_model.r2_test"]) >= 0.95 and rows[0]["domain_parameters.alpha"]
+    assert "_model.png" in (tmp_path / "r.html").read_text()
