@@ -185,3 +185,35 @@ def test_summary_chains_the_campaign_model_before_each_image(model, demo_dir, tm
     assert rows[0]["status"] == "ok"
     assert float(rows[0]["domain_model.r2_test"]) >= 0.95 and rows[0]["domain_parameters.alpha"]
     assert "_model.png" in (tmp_path / "r.html").read_text()
+
+
+def _model_hash(workdir, cfg: dict) -> tuple[str, list[str]]:
+    """The domain_model job's --params-hash in a dry run of ``cfg``, and the domain_parameters commands."""
+    import re
+
+    from conftest import run_snakemake
+
+    path = workdir / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "local"), "--configfile", str(path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    cmds = [ln for ln in out.splitlines() if "-m xafsflow domain_model " in ln]
+    assert len(cmds) == 1
+    images = [ln for ln in out.splitlines() if "-m xafsflow domain_parameters " in ln]
+    return re.search(r"--params-hash (\w+)", cmds[0]).group(1), images
+
+
+def test_campaign_model_hash_depends_on_its_block_only(workdir):
+    """The model's parameter hash (what makes Snakemake rerun it) ignores the per-image block and sheet
+    overrides, and changes with its own block."""
+    import copy
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base, images = _model_hash(workdir, cfg)
+    assert len(images) == 2 and all("--model" in c and "_model.zarr" in c for c in images)
+    other = copy.deepcopy(cfg)
+    other["analysis"]["domain_image"]["domain_parameters"]["background_sigma"] = 5.0
+    assert _model_hash(workdir, other)[0] == base
+    other["analysis"]["domain_image"]["domain_model"]["n_alpha"] = 24
+    assert _model_hash(workdir, other)[0] != base
