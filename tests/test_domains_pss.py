@@ -108,3 +108,18 @@ def test_grating_energy_sits_in_its_orientation_band(direction, orientation):
 def test_bad_images_are_refused(image, match):
     with pytest.raises(ValueError, match=match):
         pss.pss(image, scales=3)
+
+
+def test_correlations_equal_the_pairwise_reference():
+    """The matrix-product correlations equal a plain pairwise correlation of the pyramid's bands."""
+    x = np.random.default_rng(6).normal(size=(64, 64)) ** 2
+    stat = dict(zip(pss.statistic_names(scales=3), pss.pss(x, scales=3)))
+    pyr = pss.steerable_pyramid(x, 3, 4)
+    b0, b1 = pyr["bands"][0], pyr["bands"][1]
+    assert stat["cross_orientation_real.s0.o0.o1"] == pytest.approx(pss._corr(b0.real[0], b0.real[1]), abs=1e-12)
+    assert stat["cross_orientation_magnitude.s0.o1.o3"] == pytest.approx(
+        pss._corr(np.abs(b0[1]), np.abs(b0[3])), abs=1e-12)
+    assert stat["cross_scale_magnitude.s0.o2.p1"] == pytest.approx(pss._corr(np.abs(b0[2]), np.abs(b1[1])), abs=1e-12)
+    doubled = b1[3] ** 2 / np.abs(b1[3])
+    assert stat["cross_scale_real.s0.o0.p3.im"] == pytest.approx(pss._corr(b0.real[0], doubled.imag), abs=1e-12)
+    assert stat["cross_scale_real.s0.o2.p3.re"] == pytest.approx(pss._corr(b0.real[2], doubled.real), abs=1e-12)

@@ -199,7 +199,10 @@ def _autocov(x: np.ndarray, lags, step: int) -> np.ndarray:
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Correlation coefficient over the last two axes (0 where either side has no variance)."""
+    """Correlation coefficient over the last two axes (0 where either side has no variance).
+
+    The plain reference of the matrix-product correlations in :func:`_stats_batch` (tests compare them).
+    """
     a, b = _centred(a), _centred(b)
     cov = (a * b).mean(axis=(-2, -1))
     den = np.sqrt((a * a).mean(axis=(-2, -1)) * (b * b).mean(axis=(-2, -1)))
@@ -207,14 +210,30 @@ def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok, cov / np.where(ok, den, 1.0), 0.0)
 
 
+def _standardized(a: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Bands (B, K, ny, nx) to zero mean and unit variance, flattened to (B, K, ny nx).
+
+    A band whose standard deviation is below ``floor`` (B,) -- 1e-10 of the image's, i.e. rounding
+    noise -- is set to zero, so its correlations are 0.
+    """
+    flat = a.reshape(*a.shape[:-2], -1)
+    c = flat - flat.mean(axis=-1, keepdims=True)
+    sd = np.sqrt((c * c).mean(axis=-1, keepdims=True))
+    ok = sd > floor[:, None, None]
+    return np.where(ok, c / np.where(ok, sd, 1.0), 0.0)
+
+
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance, skewness and kurtosis over the last two axes (0 for a constant image)."""
     mean = x.mean(axis=(-2, -1))
     c = x - mean[..., None, None]
-    var = (c * c).mean(axis=(-2, -1))
-    sd = np.sqrt(var)
-    safe = np.where(sd > 0, sd, 1.0)
-    skew = np.where(sd > 0, (c**3).mean(axis=(-2, -1)) / safe**3, 0.0)
-    kurt = np.where(sd > 0, (c**4).mean(axis=(-2, -1)) / safe**4, 0.0)
+    c2 = c * c  # products, not powers: numpy's pow is several times slower
+    var = c2.mean(axis=(-2, -1))
+    m3 = (c2 * c).mean(axis=(-2, -1))
+    m4 = (c2 * c2).mean(axis=(-2, -1))
+    safe = np.where(var > 0, var, 1.0)
+    skew = np.where(var > 0, m3 / safe**1.5, 0.0)
+    kurt = np.where(var > 0, m4 / safe**2, 0.0)
     return mean, var, skew, kurt
 
 
@@ -234,26 +253,29 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
     out.append(np.concatenate([_autocov(m, lags, 2**s).reshape(x.shape[0], -1) for s, m in enumerate(mags)],
                               axis=-1))
     out.append(np.concatenate([_centred(b.real).__pow__(2).mean(axis=(-2, -1)) for b in pyr["bands"]], axis=-1))
-    pairs = [(k, m) for k in range(K) for m in range(k + 1, K)]
-    out.append(np.concatenate([np.stack([_corr(m[:, k], m[:, j]) for k, j in pairs], axis=-1) for m in mags],
-                              axis=-1))
-    out.append(np.concatenate([np.stack([_corr(b.real[:, k], b.real[:, j]) for k, j in pairs], axis=-1)
-                               for b in pyr["bands"]], axis=-1))
+    # correlations as products of standardized bands (one matrix product per level and pair of levels)
+    iu = np.triu_indices(K, 1)
+    floor = 1e-10 * np.sqrt(var) + 1e-300
+    std_mag = [_standardized(m, floor) for m in mags]
+    std_real = [_standardized(b.real, floor) for b in pyr["bands"]]
+    npix = x.shape[-1] * x.shape[-2]
+
+    def gram(a, b):  # (B, Ka, P) x (B, Kb, P) -> (B, Ka, Kb) correlation coefficients
+        return np.einsum("bkp,blp->bkl", a, b) / npix
+
+    out.append(np.concatenate([gram(m, m)[:, iu[0], iu[1]] for m in std_mag], axis=-1))
+    out.append(np.concatenate([gram(r, r)[:, iu[0], iu[1]] for r in std_real], axis=-1))
     cs_mag, cs_real = [], []
     for s in range(S - 1):
-        child, parent = pyr["bands"][s], pyr["bands"][s + 1]
-        pmag = mags[s + 1]
+        parent, pmag = pyr["bands"][s + 1], mags[s + 1]
         doubled = np.where(pmag > 0, parent**2 / np.where(pmag > 0, pmag, 1.0), 0.0)
-        for k in range(K):
-            for m in range(K):
-                cs_mag.append(_corr(mags[s][:, k], pmag[:, m]))
-        for k in range(K):
-            for m in range(K):
-                cs_real.append(_corr(child.real[:, k], doubled.real[:, m]))
-                cs_real.append(_corr(child.real[:, k], doubled.imag[:, m]))
+        cs_mag.append(gram(std_mag[s], std_mag[s + 1]).reshape(x.shape[0], -1))
+        re_im = np.stack([_standardized(doubled.real, floor), _standardized(doubled.imag, floor)], axis=-2)  # (B, K, 2, ...)
+        c = gram(std_real[s], re_im.reshape(x.shape[0], 2 * K, -1))  # (B, K, 2K): parent m's re, im adjacent
+        cs_real.append(c.reshape(x.shape[0], -1))
     empty = np.zeros((x.shape[0], 0))
-    out.append(np.stack(cs_mag, axis=-1) if cs_mag else empty)
-    out.append(np.stack(cs_real, axis=-1) if cs_real else empty)
+    out.append(np.concatenate(cs_mag, axis=-1) if cs_mag else empty)
+    out.append(np.concatenate(cs_real, axis=-1) if cs_real else empty)
     out.append(_centred(pyr["highpass"]).__pow__(2).mean(axis=(-2, -1))[:, None])
     return np.concatenate(out, axis=-1)
 
