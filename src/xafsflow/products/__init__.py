@@ -17,6 +17,13 @@ functions that run it:
     its summary fields (names without the product prefix) and ``flags`` from
     its store's attributes.
 
+A campaign-level product (``campaign_level=True``, e.g. ``domain_model``) is made
+once per campaign from its kind-level parameter block: its command takes no
+scan store (:func:`xafsflow.products._common.add_campaign_product_arguments`),
+its store is ``<directory>/<campaign_id>.zarr``, the rules build it with
+``campaign_outputs``/``campaign_args`` (``workflow/rules/common.smk``) and the
+summary chains it before the per-scan products of every scan that gets it.
+
 The CLI's subcommands, the config schema, the summary and report columns and
 the rules' target lists are all built from :func:`registry`, so a new product
 touches its own module, rule file (``workflow/rules/<name>.smk``), schema
