@@ -96,3 +96,10 @@ def test_ensemble_does_not_depend_on_chunking():
     np.testing.assert_array_equal(prm["v"], [0.2] * 3 + [0.1] * 3)
     single = tdgl.run(_with(base, alpha=1.5, v=0.1), tdgl.ensemble_seeds(7, 6)[4])["image"]
     np.testing.assert_allclose(a[4], single, atol=1e-6)
+
+
+def test_disorder_is_the_papers_truncated_to_keep_its_sign():
+    lam = tdgl.disorder(512, np.random.default_rng(0))
+    assert lam.min() >= 0.0 and lam.max() <= tdgl.LAMBDA_MAX == 2.0
+    assert lam.mean() == pytest.approx(1.0, abs=0.003) and lam.std() == pytest.approx(0.3, rel=0.01)
+    assert 0 < np.mean(lam == 2.0) < 2e-3  # the truncated tails (0.04 % each side)
