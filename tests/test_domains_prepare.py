@@ -66,3 +66,19 @@ def test_too_few_grey_levels_is_no_contrast():
     img[0, 0] = 1.0  # one bright pixel: the 1st and 99th percentiles coincide
     with pytest.raises(ValueError, match="percentiles are equal"):
         normalize_contrast(img)
+
+
+def test_a_real_micrograph_goes_through(shared):
+    """A real STXM frame (ALS, 150 x 150 at 0.08 um; no domain images are among the shared real data):
+    resampled to 0.05 um grid spacings, cropped to a multiple of 16, contrast -1..1, finite statistics
+    that a circular shift leaves unchanged."""
+    from xafsflow.domains.pss import pss
+
+    frame = np.loadtxt(shared / "stxm" / "als_fe_l23_71214098" / "71214098_a060.xim")
+    assert frame.shape == (150, 150)
+    out, rec = prepare_image(frame, 0.08, 0.05, scales=4)
+    assert rec["zoom"] == pytest.approx(1.6) and rec["resampled_shape"] == [240, 240]
+    assert out.shape == (240, 240) and out.min() == -1.0 and out.max() == 1.0
+    v = pss(out)
+    assert np.all(np.isfinite(v))
+    np.testing.assert_allclose(pss(np.roll(out, (7, 3), axis=(0, 1))), v, rtol=1e-9, atol=1e-12)
