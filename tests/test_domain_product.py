@@ -47,8 +47,12 @@ def test_alpha_from_pc1_on_the_test_split(model):
     sel = np.flatnonzero(g["sweep_rate"][...] == slowest)
     stats, alpha = g["statistics"][...][sel], g["alpha"][...][sel]
     assert len(m.train) == 4 and len(m.test) == 16 and not set(m.train) & set(m.test)  # 20 % / 80 %
-    pred = m.predict(stats[m.test])["alpha"]
+    full = m.predict(stats[m.test])
+    pred = full["alpha"]
     assert r2_score(alpha[m.test], pred) == pytest.approx(m.r2_test, abs=1e-12)
+    # the 95 % prediction intervals cover the held-out runs' alpha (at least 14 of 16)
+    covered = (full["low"] <= alpha[m.test]) & (alpha[m.test] <= full["high"])
+    assert covered.sum() >= 14, (covered.sum(), full, alpha[m.test])
     z = (stats - stats.mean(0)) / np.where(stats.std(0) > 0, stats.std(0), 1.0)
     sk = PCA(n_components=5, svd_solver="full").fit(z)
     np.testing.assert_allclose(m.explained, sk.explained_variance_ratio_, rtol=1e-8)
