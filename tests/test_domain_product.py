@@ -191,33 +191,30 @@ def test_summary_chains_the_campaign_model_before_each_image(model, demo_dir, tm
     assert "_model.png" in (tmp_path / "r.html").read_text()
 
 
-def _model_hash(workdir, cfg: dict) -> tuple[str, list[str]]:
-    """The domain_model job's --params-hash in a dry run of ``cfg``, and the domain_parameters commands."""
+def test_campaign_model_hash_depends_on_its_block_only(workdir):
+    """The model's parameter hash (what makes Snakemake rerun it) ignores the per-image block and the
+    sheet, changes with its own block; the dry run's command carries it."""
+    import copy
     import re
 
     from conftest import run_snakemake
+    from xafsflow.campaign import validate_config
+    from xafsflow.products import get
+    from xafsflow.products._common import campaign_params_hash
 
-    path = workdir / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    p = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "local"), "--configfile", str(path))
+    prod = get("domain_model")
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base = campaign_params_hash(prod, validate_config(cfg))
+    other = copy.deepcopy(cfg)
+    other["analysis"]["domain_image"]["domain_parameters"]["background_sigma"] = 5.0
+    other["scans"] = "elsewhere.tsv"
+    assert campaign_params_hash(prod, validate_config(other)) == base
+    other["analysis"]["domain_image"]["domain_model"]["n_alpha"] = 24
+    assert campaign_params_hash(prod, validate_config(other)) != base
+    p = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "local"))
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
     cmds = [ln for ln in out.splitlines() if "-m xafsflow domain_model " in ln]
-    assert len(cmds) == 1
+    assert len(cmds) == 1 and re.search(r"--params-hash (\w+)", cmds[0]).group(1) == base
     images = [ln for ln in out.splitlines() if "-m xafsflow domain_parameters " in ln]
-    return re.search(r"--params-hash (\w+)", cmds[0]).group(1), images
-
-
-def test_campaign_model_hash_depends_on_its_block_only(workdir):
-    """The model's parameter hash (what makes Snakemake rerun it) ignores the per-image block and sheet
-    overrides, and changes with its own block."""
-    import copy
-
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    base, images = _model_hash(workdir, cfg)
     assert len(images) == 2 and all("--model" in c and "_model.zarr" in c for c in images)
-    other = copy.deepcopy(cfg)
-    other["analysis"]["domain_image"]["domain_parameters"]["background_sigma"] = 5.0
-    assert _model_hash(workdir, other)[0] == base
-    other["analysis"]["domain_image"]["domain_model"]["n_alpha"] = 24
-    assert _model_hash(workdir, other)[0] != base

@@ -101,11 +101,6 @@ def product_outputs(product):
 
 
 # ---- campaign-level products (one store per campaign, named <directory>/<campaign_id>.zarr)
-def campaign_block(product):
-    """The kind-level parameter block of a campaign-level product (sheet overrides do not apply)."""
-    return CONFIG["analysis"][product.kinds[0]][product.params_key]
-
-
 def campaign_outputs(product):
     """Outputs of a campaign-level product rule: store, table and figure."""
     cid = product.campaign_id
@@ -118,14 +113,13 @@ def campaign_outputs(product):
 
 
 def campaign_args(product):
-    """`--params <kind block JSON> --params-hash <hash>`: the hash of its block, seed and version only,
-    so the campaign-level product reruns when they change and not for a new or changed scan."""
-    from xafsflow.campaign import config_hash
+    """`--params <kind block JSON> --params-hash <hash>` of a campaign-level product (its block, the
+    seed and its version only: xafsflow.products._common.campaign_params_hash)."""
+    from xafsflow.products._common import campaign_block, campaign_params_hash
 
-    block = campaign_block(product)
-    what = {product.params_key: block, "seed": CONFIG["seed"], "version": product.version}
+    block = campaign_block(product, CONFIG)
     return (f"--params {shlex.quote(json.dumps({product.params_key: block}, sort_keys=True))}"
-            f" --params-hash {config_hash(what)[:16]}")
+            f" --params-hash {campaign_params_hash(product, CONFIG)}")
 
 
 ALL_PRODUCT_TARGETS = [t for p in PRODUCTS for t in product_targets(p)]
