@@ -73,12 +73,12 @@ def _add_provenance_args(p) -> None:
 
 def _add_products(sub) -> None:
     from xafsflow.products import registry
-    from xafsflow.products._common import add_scan_product_arguments
+    from xafsflow.products._common import add_campaign_product_arguments, add_scan_product_arguments
 
     for prod in registry():
         impl = prod.impl()
         p = sub.add_parser(prod.name, help=prod.description)
-        add_scan_product_arguments(p, prod)
+        (add_campaign_product_arguments if prod.campaign_level else add_scan_product_arguments)(p, prod)
         impl.add_arguments(p)
         _add_provenance_args(p)
         p.set_defaults(handler=impl.run, outputs=("out", "tsv", "png"))

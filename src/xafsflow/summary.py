@@ -13,6 +13,11 @@ step by step along its chain (ingest, normalize, then each product it gets):
 Columns: the scan's own (``scan_id`` ... ``warnings``), then each registered
 product's fields namespaced ``<product>.<field>``; product flags join the
 scan's ``flags`` as ``<product>.<flag>``.
+
+A campaign-level product (e.g. ``domain_model``) is part of the chain of every
+scan that gets it, before the per-scan products: its store is the campaign's
+(``<directory>/<campaign_id>.zarr``), its log ``logs/<product>/campaign.log``,
+and its fields are repeated on each of those scans' rows.
 """
 
 from __future__ import annotations
@@ -60,18 +65,29 @@ def log_verdict(log: Path) -> str | None:
     return f"killed or crashed (no product; see {log})"
 
 
+def product_store(layout: Layout, product, scan_id: str) -> Path:
+    """The store of ``product`` a scan needs: its own, or the campaign's for a campaign-level product."""
+    return layout.product_store(product, product.campaign_id if product.campaign_level else scan_id)
+
+
 def scan_chain(layout: Layout, scan_id: str, products) -> list[tuple[str, Path]]:
-    """(step, store) pairs a scan must have, in order."""
+    """(step, store) pairs a scan must have, in order (campaign-level products before per-scan ones)."""
     chain = [("ingest", layout.raw_store(scan_id)), ("normalize", layout.scan_store(scan_id))]
-    return chain + [(p.name, layout.product_store(p, scan_id)) for p in products]
+    ordered = sorted(products, key=lambda p: not p.campaign_level)  # stable: registry order otherwise
+    return chain + [(p.name, product_store(layout, p, scan_id)) for p in ordered]
 
 
 def scan_status(layout: Layout, scan_id: str, products) -> tuple[str, str]:
-    """(status, reason) of one scan from its stores and logs (see the module docstring)."""
+    """(status, reason) of one scan from its stores and logs (see the module docstring).
+
+    A campaign-level product's log is ``logs/<product>/campaign.log``; when it failed,
+    every scan that needs it is failed with its reason.
+    """
+    campaign_steps = {p.name for p in products if p.campaign_level}
     for step, store in scan_chain(layout, scan_id, products):
         if _is_store(store):
             continue
-        verdict = log_verdict(layout.log(step, scan_id))
+        verdict = log_verdict(layout.log(step, "campaign" if step in campaign_steps else scan_id))
         if verdict is None:
             return "not run", ""
         return "failed", f"{step}: {verdict}"
@@ -95,7 +111,7 @@ def scan_row(layout: Layout, scan_id: str, kind: str, products) -> dict:
         flags += list(attrs.get("flags") or [])
         row["warnings"] = str(len(attrs.get(PROVENANCE_KEY, {}).get("warnings", [])))
     for prod in products:
-        pstore = layout.product_store(prod, scan_id)
+        pstore = product_store(layout, prod, scan_id)
         if not _is_store(pstore):
             continue
         fields = prod.impl().summary(dict(open_store(pstore).attrs))
@@ -149,7 +165,15 @@ def write_summary(results: str | Path, sheet: str | Path, out: str | Path, repor
 def _figures(layout: Layout, scan_id: str) -> list[Path]:
     from xafsflow.products import registry
 
-    figs = [layout.scan_figure(scan_id)] + [layout.product_figure(p, scan_id) for p in registry()]
+    figs = [layout.scan_figure(scan_id)] + [layout.product_figure(p, scan_id) for p in registry()
+                                            if not p.campaign_level]
+    return [f for f in figs if f.is_file()]
+
+
+def _campaign_figures(layout: Layout) -> list[Path]:
+    from xafsflow.products import registry
+
+    figs = [layout.product_figure(p, p.campaign_id) for p in registry() if p.campaign_level]
     return [f for f in figs if f.is_file()]
 
 
@@ -163,6 +187,10 @@ def write_report(layout: Layout, rows: list[dict], path: Path) -> None:
         cls = "ok" if r["status"] == "ok" else "bad"
         body.append(f"<tr class='{cls}'>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>")
     figs = []
+    for png in _campaign_figures(layout):
+        rel = png.relative_to(layout.root)
+        figs.append(f"<figure><img src='{html.escape(str(rel))}' width='640'>"
+                    f"<figcaption>{html.escape(str(rel))} (campaign)</figcaption></figure>")
     for r in rows:
         for png in _figures(layout, r["scan_id"]):
             rel = png.relative_to(layout.root)

@@ -84,7 +84,9 @@ def stack_or(stack_value, other):
 
 
 def product_targets(product):
-    """Stores of ``product`` for every scan that gets it."""
+    """Stores of ``product`` for every scan that gets it (a campaign-level product: its one store)."""
+    if product.campaign_level:
+        return [str(LAYOUT.product_store(product, product.campaign_id))] if CAMPAIGN.product_ids(product) else []
     return [str(LAYOUT.product_store(product, s)) for s in CAMPAIGN.product_ids(product)]
 
 
@@ -96,6 +98,28 @@ def product_outputs(product):
         png=report(str(LAYOUT.product_figure(product, "{scan_id}")),
                    caption=f"../report/{product.name}.rst", category=product.name),
     )
+
+
+# ---- campaign-level products (one store per campaign, named <directory>/<campaign_id>.zarr)
+def campaign_outputs(product):
+    """Outputs of a campaign-level product rule: store, table and figure."""
+    cid = product.campaign_id
+    return dict(
+        store=directory(str(LAYOUT.product_store(product, cid))),
+        tsv=str(LAYOUT.product_table(product, cid)),
+        png=report(str(LAYOUT.product_figure(product, cid)),
+                   caption=f"../report/{product.name}.rst", category=product.name),
+    )
+
+
+def campaign_args(product):
+    """`--params <kind block JSON> --params-hash <hash>` of a campaign-level product (its block, the
+    seed and its version only: xafsflow.products._common.campaign_params_hash)."""
+    from xafsflow.products._common import campaign_block, campaign_params_hash
+
+    block = campaign_block(product, CONFIG)
+    return (f"--params {shlex.quote(json.dumps({product.params_key: block}, sort_keys=True))}"
+            f" --params-hash {campaign_params_hash(product, CONFIG)}")
 
 
 ALL_PRODUCT_TARGETS = [t for p in PRODUCTS for t in product_targets(p)]

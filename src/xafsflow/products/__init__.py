@@ -17,6 +17,13 @@ functions that run it:
     its summary fields (names without the product prefix) and ``flags`` from
     its store's attributes.
 
+A campaign-level product (``campaign_level=True``, e.g. ``domain_model``) is made
+once per campaign from its kind-level parameter block: its command takes no
+scan store (:func:`xafsflow.products._common.add_campaign_product_arguments`),
+its store is ``<directory>/<campaign_id>.zarr``, the rules build it with
+``campaign_outputs``/``campaign_args`` (``workflow/rules/common.smk``) and the
+summary chains it before the per-scan products of every scan that gets it.
+
 The CLI's subcommands, the config schema, the summary and report columns and
 the rules' target lists are all built from :func:`registry`, so a new product
 touches its own module, rule file (``workflow/rules/<name>.smk``), schema
@@ -60,6 +67,9 @@ class Product:
         (``<scan_id>.<part>.zarr``).
     campaign_level : bool
         A product of the whole campaign (store names start with ``_``).
+    campaign_id : str
+        Store stem of a campaign-level product (``<directory>/<campaign_id>.zarr``);
+        it starts with ``_``, which no scan id does.
     module : str
         The module holding ``run``, ``check``, ``summary``, ``add_arguments``.
     kind_defaults : dict
@@ -81,6 +91,7 @@ class Product:
     version: int = 1
     part: str | None = None
     campaign_level: bool = False
+    campaign_id: str = "_campaign"
     kind_defaults: dict = field(default_factory=dict, hash=False, compare=False)
     kind_schema: dict = field(default_factory=dict, hash=False, compare=False)
 

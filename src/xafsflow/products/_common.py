@@ -46,3 +46,35 @@ def scan_kind(product, attrs: dict, scan_store) -> str:
         takes = " or ".join(k.upper() for k in product.kinds)
         raise AnalysisInputError(f"the {product.name} product needs a {takes} scan, this is {kind!r}", src)
     return kind
+
+
+def add_campaign_product_arguments(p, product) -> None:
+    """Options of a campaign-level product command (no scan store: it is made from the configuration)."""
+    p.add_argument("--params", type=json_arg, default=None,
+                   help="analysis parameters of the product's kind as JSON (default: the schema's defaults)")
+    p.add_argument("--threads", type=int, default=1, help="Dask worker processes")
+    p.add_argument("--mem-mb", type=int, default=2000, help="memory of the step (MB), split over the workers")
+    p.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on localhost")
+    p.add_argument("--out", required=True, help=f"{product.name} store (.zarr)")
+    p.add_argument("--tsv", required=True, help="table of the product")
+    p.add_argument("--png", required=True, help="figure of the product")
+
+
+def campaign_block(product, config: dict) -> dict:
+    """A campaign-level product's parameter block: the kind-level one of the validated ``config``.
+
+    Sheet overrides do not apply to a product of the whole campaign.
+    """
+    return config["analysis"][product.kinds[0]][product.params_key]
+
+
+def campaign_params_hash(product, config: dict) -> str:
+    """Hash of what a campaign-level product depends on: its block, the seed and its version.
+
+    Its rule carries it in ``params``, so the product reruns when these change, and not when a scan
+    is added or another block changes.
+    """
+    from xafsflow.campaign import config_hash
+
+    what = {product.params_key: campaign_block(product, config), "seed": config["seed"], "version": product.version}
+    return config_hash(what)[:16]

@@ -72,8 +72,8 @@ def write_demo(directory: str | Path, seed: int = 20261127) -> dict:
     for name, fmt in (("stack_01", "tiff"), ("stack_02", "hdf5")):
         r = rng(seed, name, "simulate")
         truth["scans"][name] = _write_stack(d, name, fmt, r)
-    # Domain images: anisotropic band patterns (TDGL ensembles come with the domain product).
-    for name, alpha, ext in (("domain_01", 0.2, "png"), ("domain_02", 0.6, "tif")):
+    # Domain images: TDGL runs (xafsflow.domains.tdgl) with known alpha, at the demo model's slowest sweep.
+    for name, alpha, ext in (("domain_01", 1.4, "png"), ("domain_02", 2.0, "tif")):
         truth["scans"][name] = _write_domain_image(d, seed, name, alpha, ext)
     (d / "truth.json").write_text(json.dumps(truth, indent=1, default=float))
     return truth
@@ -157,36 +157,36 @@ def _write_xmcd(d: Path, seed: int) -> dict:
     return {"kind": "xmcd", "l3": l3, "l2": l2, "edge_step": step, "sigma": sig}
 
 
+# sweep rate of the demo's domain images: the slowest of the demo's domain model (config/config.yaml)
+DEMO_DOMAIN_SWEEP_RATE = 0.01
+
+
 def _write_domain_image(d: Path, seed: int, name: str, alpha: float, ext: str) -> dict:
-    """One domain image, 8-bit grayscale PNG or float32 TIFF; return its truth entry."""
-    r = rng(seed, name, "simulate")
-    img = _domain_image(r, alpha, 96)
+    """One TDGL domain image (defaults of TDGLParams, 128x128), 8-bit grayscale PNG or float32 TIFF.
+
+    One grid spacing is 0.05 um (the demo's ``length_unit_um``); returns its truth entry.
+    """
+    from dataclasses import asdict
+
+    from xafsflow.domains.tdgl import TDGLParams
+    from xafsflow.domains.tdgl import run as tdgl_run
+    from xafsflow.seeds import seed_sequence
+
+    p = TDGLParams(alpha=alpha, v=DEMO_DOMAIN_SWEEP_RATE)
+    phi = tdgl_run(p, seed_sequence(seed, name, "simulate"))["image"]
     path = d / f"{name}.{ext}"
     if ext == "png":
-        import matplotlib
+        from PIL import Image
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        plt.imsave(path, img, cmap="gray", vmin=0, vmax=1)
-        _to_gray_png(path)
+        gray = (np.clip((phi + 1.2) / 2.4, 0, 1) * 255).round().astype(np.uint8)
+        Image.fromarray(gray, mode="L").save(path)
     else:
         import tifffile
 
         # 0.05 um pixels: 2e5 pixels per cm in the TIFF resolution tags.
-        tifffile.imwrite(path, img.astype(np.float32), resolution=(2.0e5, 2.0e5),
+        tifffile.imwrite(path, phi.astype(np.float32), resolution=(2.0e5, 2.0e5),
                          resolutionunit="CENTIMETER")
-    return {"kind": "domain_image", "alpha": alpha, "pixel_size_um": 0.05}
-
-
-def _to_gray_png(path: Path) -> None:
-    """Rewrite an RGBA PNG written by matplotlib as 8-bit grayscale."""
-    import matplotlib.image as mpimg
-    from PIL import Image
-
-    rgba = mpimg.imread(str(path))
-    gray = (np.clip(rgba[..., 0], 0, 1) * 255).round().astype(np.uint8)
-    Image.fromarray(gray, mode="L").save(path)
+    return {"kind": "domain_image", "alpha": alpha, "pixel_size_um": 0.05, "tdgl": asdict(p)}
 
 
 def _write_stack(d: Path, name: str, fmt: str, r: np.random.Generator) -> dict:
@@ -225,20 +225,3 @@ def _write_stack(d: Path, name: str, fmt: str, r: np.random.Generator) -> dict:
             fh.create_dataset("exchange/energy", data=energies)
     return {"kind": "stack", "e0": e0, "phases": phases, "labels": labels.tolist(), "sigma": sigma,
             "shape": [int(x) for x in stack.shape]}
-
-
-def _domain_image(r: np.random.Generator, alpha: float, n: int) -> np.ndarray:
-    """A binary-ish stripe/labyrinth pattern whose orientation order grows with ``alpha``."""
-    from scipy import ndimage
-
-    noise = r.normal(size=(n, n))
-    f = np.fft.fftfreq(n)
-    ky, kx = np.meshgrid(f, f, indexing="ij")
-    kk = np.hypot(kx, ky)
-    k0 = 0.08
-    ring = np.exp(-((kk - k0) / 0.02) ** 2)
-    anis = (1 - alpha) + alpha * (kx**2 / np.maximum(kk**2, 1e-12))
-    field = np.real(np.fft.ifft2(np.fft.fft2(noise) * ring * anis))
-    field = ndimage.gaussian_filter(field, 0.7)
-    img = 0.5 + 0.5 * np.tanh(field / (field.std() * 0.3))
-    return img
