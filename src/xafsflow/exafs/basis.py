@@ -40,7 +40,7 @@ import numpy as np
 
 from xafsflow.errors import AnalysisInputError
 
-KTOE = 3.8099819442818976  # eV Angstrom^2 (E = KTOE k^2)
+KTOE = 3.809982110968585  # eV Angstrom^2 (E = KTOE k^2; 1 / larch's ETOK, so dE0 means the same)
 # FEFF6 HOLE codes of the edges
 _HOLES = {"K": 1, "L1": 2, "L2": 3, "L3": 4}
 # bumped when the FEFF input written here changes (part of the cache key)

@@ -15,7 +15,7 @@ import numpy as np
 from xafsflow.errors import AnalysisInputError
 
 # hbar^2 / (2 m_e) in eV Angstrom^2: E - E0 = KTOE k^2
-KTOE = 3.8099819442818976
+KTOE = 3.809982110968585
 
 
 @dataclass
