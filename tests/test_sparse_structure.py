@@ -266,3 +266,42 @@ def test_cli_refuses_a_xanes_scan_with_exit_2(tmp_path, demo_dir):
                           "--png", str(tmp_path / "o.png")], capture_output=True, text=True)
     assert out.returncode == 2 and "EXAFS" in out.stderr
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_dry_run_check_names_the_keys():
+    from xafsflow.products.sparse_structure import check
+
+    p = analysis_defaults("exafs")["sparse_structure"]
+    assert check(p) == []
+    assert check(dict(p, k_range=[14.0, 3.0])) == ["k_range [14.0, 3.0] is not ordered (start below end)"]
+    assert check(dict(p, autobk=dict(p["autobk"], kmax=12.0))) == [
+        "autobk.kmax (12.0) is below the end of k_range (14.0)"]
+
+
+def test_summary_fields_from_store_attributes():
+    from xafsflow.products.sparse_structure import PRODUCT, summary
+
+    out = summary({"n_shells": 2, "first_shell": {"r": 2.5512, "n": 10.04, "sigma2": 0.00861}, "de0": 3.456,
+                   "alpha": 0.00123, "flags": ["de0_at_bound(10.0)"]})
+    assert out == {"n_shells": 2, "r1": "2.551", "n1": "10.04", "sigma2_1": "0.0086", "de0": "3.46",
+                   "alpha": "0.00123", "flags": ["de0_at_bound(10.0)"]}
+    assert set(out) - {"flags"} == set(PRODUCT.summary_fields)
+
+
+@pytest.mark.slow
+def test_bootstrap_sd_of_r_matches_the_spread_over_noise_realizations(cu_path):
+    """Calibration of the block bootstrap: over independent noise draws of one shell, the sd of the fitted R
+    and the median bootstrap sd agree within a factor of 2."""
+    spec = SparseSpec(r_range=(2.2, 2.9), sigma2_grid=(0.004, 0.006, 0.008, 0.010), de0_range=(0.0, 0.0),
+                      bootstrap=40)
+    rs, sds, ns, nsds = [], [], [], []
+    for seed in range(12):
+        chi = _simulate(cu_path, [(12, 2.55, 0.007)], noise=0.004, seed=100 + seed)
+        res = fit_sparse(K, chi, cu_path, spec, rng=np.random.default_rng(seed))
+        top = max(res.shells, key=lambda s: s.n)
+        rs.append(top.r)
+        sds.append(top.r_sd)
+        ns.append(top.n)
+        nsds.append(top.n_sd)
+    for spread, boot in ((np.std(rs, ddof=1), np.median(sds)), (np.std(ns, ddof=1), np.median(nsds))):
+        assert 0.5 < boot / spread < 2.0, (boot, spread)
