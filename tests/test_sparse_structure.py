@@ -305,3 +305,15 @@ def test_bootstrap_sd_of_r_matches_the_spread_over_noise_realizations(cu_path):
         nsds.append(top.n_sd)
     for spread, boot in ((np.std(rs, ddof=1), np.median(sds)), (np.std(ns, ddof=1), np.median(nsds))):
         assert 0.5 < boot / spread < 2.0, (boot, spread)
+
+
+def test_same_seed_same_result_other_seed_other_bootstrap(cu_path):
+    chi = _simulate(cu_path, [(12, 2.55, 0.007)], noise=0.003, seed=1)
+    spec = SparseSpec(r_range=(2.3, 2.8), sigma2_grid=(0.005, 0.009), de0_range=(0.0, 0.0), bootstrap=6)
+    a = fit_sparse(K, chi, cu_path, spec, rng=np.random.default_rng(np.random.SeedSequence([1, 2])))
+    b = fit_sparse(K, chi, cu_path, spec, rng=np.random.default_rng(np.random.SeedSequence([1, 2])))
+    c = fit_sparse(K, chi, cu_path, spec, rng=np.random.default_rng(np.random.SeedSequence([1, 3])))
+    np.testing.assert_array_equal(a.coef_map, b.coef_map)
+    assert a.shells[0].r_sd == b.shells[0].r_sd and a.shells[0].n_sd == b.shells[0].n_sd
+    np.testing.assert_array_equal(a.coef_map, c.coef_map)  # the fit itself has no randomness
+    assert a.shells[0].n_sd != c.shells[0].n_sd
