@@ -317,3 +317,8 @@ def test_same_seed_same_result_other_seed_other_bootstrap(cu_path):
     assert a.shells[0].r_sd == b.shells[0].r_sd and a.shells[0].n_sd == b.shells[0].n_sd
     np.testing.assert_array_equal(a.coef_map, c.coef_map)  # the fit itself has no randomness
     assert a.shells[0].n_sd != c.shells[0].n_sd
+
+
+def test_k_range_beyond_feff_grid_is_refused(cu_path):
+    with pytest.raises(AnalysisInputError, match="beyond FEFF's k grid"):
+        fit_sparse(np.arange(0, 25, 0.05), np.zeros(500), cu_path, SparseSpec(k_range=(3.0, 22.0), bootstrap=0))

@@ -392,6 +392,8 @@ def fit_sparse(k, chi, path: FeffPath, spec: SparseSpec = SparseSpec(), rng: np.
     if m.sum() < 3 * spec.folds:
         raise AnalysisInputError(f"only {int(m.sum())} chi(k) points in k = [{kmin:g}, {kmax:g}] 1/A "
                                  f"(need {3 * spec.folds} for {spec.folds} folds)")
+    if kmax > path.k[-1]:
+        raise AnalysisInputError(f"k_range ends at {kmax:g} 1/A, beyond FEFF's k grid (up to {path.k[-1]:g} 1/A)")
     if spec.r_range[0] >= spec.r_range[1]:
         raise AnalysisInputError(f"r_range {list(spec.r_range)} is not ordered")
     kf = k[m]
