@@ -100,6 +100,15 @@ def test_basis_normalization_is_undone_in_coefficients(cu_path):
     np.testing.assert_allclose(b.matrix[:, j] * (7.0 * b.norms[j]), direct, atol=1e-12)
 
 
+def test_coordination_penalty_scales_all_columns_alike(cu_path):
+    k = np.arange(3.0, 14.0, 0.05)
+    b = basis_matrix(cu_path, k, r_grid_of((2.0, 3.0)), (0.004, 0.009), kweight=2, penalty="coordination")
+    assert np.all(b.norms == b.norms[0])
+    j = 55 * 2 + 1
+    direct = shell_chi(cu_path, k, 2.55, 0.009, n=7.0)[:, 0] * k**2
+    np.testing.assert_allclose(b.matrix[:, j] * (7.0 * b.norms[j]), direct, atol=1e-12)
+
+
 def test_feff_cache_is_reused_and_keyed_by_inputs(cu_path, feff_cache):
     again = run_feff("Cu", "Cu", "K", 2.5, cache_dir=feff_cache, executable="/nonexistent/feff")  # from the cache
     np.testing.assert_array_equal(again.amp, cu_path.amp)
