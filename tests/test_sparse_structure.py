@@ -131,6 +131,11 @@ def test_active_set_lasso_matches_scikit_learn_coordinate_descent(cu_path):
         ours = nonneg_lasso_gram(a.T @ a / n, a.T @ y / n, alpha)
         ref = lasso_sklearn(a, y, alpha, tol=1e-10, max_iter=500000)
         assert ours.min() >= 0
+        # KKT conditions of the nonnegative LASSO: A^T (y - A c) / n = alpha where c > 0, <= alpha where c = 0
+        grad = a.T @ (y - a @ ours) / n
+        on = ours > 0
+        np.testing.assert_allclose(grad[on], alpha, rtol=1e-6)
+        assert np.all(grad[~on] <= alpha * (1 + 1e-6))
         # the exact solver reaches the optimum coordinate descent approaches (never worse)
         assert lasso_objective(a, y, ours, alpha) <= lasso_objective(a, y, ref, alpha) * (1 + 1e-7)
         np.testing.assert_allclose(a @ ours, a @ ref, atol=2e-3 * np.abs(y).max())
