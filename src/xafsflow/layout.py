@@ -58,6 +58,10 @@ class Layout:
         """Checkpoints of a long step, outside its outputs so an interrupted job can resume."""
         return self.root / "checkpoints" / step / scan_id
 
+    def resources(self, name: str) -> Path:
+        """A campaign-wide cache shared by every job (e.g. ``feff``: FEFF calculations keyed by their inputs)."""
+        return self.root / "resources" / name
+
     # ------------------------------------------------------- logs, benchmarks
     def log(self, step: str, scan_id: str) -> Path:
         """Log of one step of one scan (``campaign`` for campaign-level steps)."""
