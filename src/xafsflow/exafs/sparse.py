@@ -154,7 +154,7 @@ class SparseResult:
 
 
 def nonneg_lasso_gram(gram: np.ndarray, corr: np.ndarray, alpha: float, start: np.ndarray | None = None,
-                      tol: float = 1e-10, max_iter: int | None = None) -> np.ndarray:
+                      kkt_tol: float = 1e-10, max_iter: int | None = None) -> np.ndarray:
     """Exact nonnegative LASSO by an active-set method on the Gram matrix (Lawson-Hanson, with a linear term).
 
     Minimizes ``c^T G c / 2 - (b - alpha)^T c`` over c >= 0, which is the LASSO objective
@@ -174,7 +174,7 @@ def nonneg_lasso_gram(gram: np.ndarray, corr: np.ndarray, alpha: float, start: n
         L1 penalty.
     start : ndarray, optional
         A feasible (nonnegative) starting point, e.g. the solution at a nearby alpha.
-    tol : float
+    kkt_tol : float
         Optimality tolerance on the gradient, relative to max |b - alpha|.
     max_iter : int, optional
         Largest number of active-set changes (default 10 p).
@@ -187,7 +187,7 @@ def nonneg_lasso_gram(gram: np.ndarray, corr: np.ndarray, alpha: float, start: n
     p = g.size
     c = np.zeros(p) if start is None else np.clip(np.asarray(start, float), 0.0, None).copy()
     passive = c > 0
-    thresh = tol * max(float(np.abs(g).max()), 1e-300)
+    thresh = kkt_tol * max(float(np.abs(g).max()), 1e-300)
     last_added = -1
     for _ in range(max_iter or 10 * p):
         c, passive, dropped = _passive_solve(gram, g, c, passive)
@@ -234,12 +234,12 @@ def _passive_solve(gram, g, c, passive):
     return np.zeros_like(c), passive, dropped
 
 
-def lasso_sklearn(a: np.ndarray, y: np.ndarray, alpha: float, tol: float = 1e-6, max_iter: int = 100000) -> np.ndarray:
+def lasso_sklearn(a: np.ndarray, y: np.ndarray, alpha: float, cd_tol: float = 1e-6, max_iter: int = 100000) -> np.ndarray:
     """Nonnegative LASSO by scikit-learn's coordinate descent (the reference the active-set solver is tested on)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    m = Lasso(alpha=alpha, positive=True, fit_intercept=False, max_iter=max_iter, tol=tol, precompute=True)
+    m = Lasso(alpha=alpha, positive=True, fit_intercept=False, max_iter=max_iter, tol=cd_tol, precompute=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         m.fit(a, y)
