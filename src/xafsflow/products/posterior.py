@@ -455,18 +455,22 @@ def plot_posterior(path, res, x, y, spec, scan_id: str, x_label: str = "energy (
     ent = res.per_k[K]
     model = spec.build(K, x)
     flat = ent["samples"].reshape(-1, model.n_params)
-    mean_theta = flat.mean(axis=0)
-    fits = np.array([model.evaluate(x, t) for t in flat[:: max(1, len(flat) // 200)]])
+    pick = flat[:: max(1, len(flat) // 200)]
+    fits = np.array([model.evaluate(x, t) for t in pick])
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     ax = axes[0]
     ax.plot(x, y, "k.", ms=3, label="data")
     ax.plot(x, fits.mean(axis=0), "r-", lw=1.2, label="posterior mean fit")
-    bgc = model.background(x, mean_theta)
+    # posterior means of the curves, not curves at the mean parameters (the tail's height and
+    # width lie on a curved ridge, so the curve at their means is off the data)
+    bgc = np.mean([model.background(x, t) for t in pick], axis=0)
     if model.nb:
         ax.plot(x, bgc, "b--", lw=0.8, label="edge tail + line" if spec.model == "preedge" else "step + white line")
-    for k, c in enumerate(model.components(x, mean_theta)):
+    for k, c in enumerate(np.mean([model.components(x, t) for t in pick], axis=0)):
         ax.plot(x, c, lw=0.8, label=f"component {k + 1}")
     ax.set_xlabel(x_label)
+    ax.ticklabel_format(axis="x", useOffset=False)
+    ax.locator_params(axis="x", nbins=5)
     ax.set_title(f"{scan_id}: K = {K}")
     ax.legend(fontsize=7)
     axes[1].bar(res.ks, res.p_k, color="0.4")
