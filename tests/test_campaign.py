@@ -129,3 +129,12 @@ def test_load_schema_returns_copies():
     a = load_schema("config")
     a["properties"]["seed"]["default"] = -1
     assert load_schema("config")["properties"]["seed"]["default"] != -1
+
+
+def test_kind_params_leaves_the_callers_dict_alone():
+    from xafsflow.campaign import kind_params
+
+    given = {"posterior": {"k_max": 2}}
+    first = kind_params("xanes", given)
+    assert given == {"posterior": {"k_max": 2}}  # no defaults written into the caller's dict
+    assert first["posterior"]["k_max"] == 2 and "k_min" in first["posterior"]

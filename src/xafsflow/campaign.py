@@ -227,7 +227,7 @@ def _merge(base: dict, extra: dict) -> dict:
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v)
         else:
-            out[k] = v
+            out[k] = copy.deepcopy(v)  # the result gets defaults filled in: never share the caller's dicts
     return out
 
 
