@@ -120,3 +120,75 @@ def test_pvoigt_kernel_equals_numpy_reference():
         theta = a.samples[-1, -1]
         e_full = 0.5 * np.mean((y - model.evaluate(x, theta)) ** 2)
         assert a.energies[-1, -1] == pytest.approx(e_full, rel=1e-9)
+
+
+# ------------------------------------------------------------------------ simulated pair (ground truth)
+def _short_spec(t, sweeps=600, k_pos=(1, 3), k_neg=(1, 2), k_min=2, k_max=4, replicas=12):
+    from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
+    from xafsflow.bayes.xmcd import XmcdSpec
+
+    base = PosteriorSpec(replicas=replicas, runs=2,
+                         settings=ChainSettings(sweeps=sweeps, burn_in=sweeps, thin=5, block=50, adapt_every=50),
+                         tuning=LadderTuning(warmup=sweeps // 2, sweeps=sweeps // 2, rounds=2, max_replicas=16),
+                         convergence=Convergence(enabled=False))
+    return XmcdSpec(base=base, k_min=k_min, k_max=k_max, k_pos=k_pos, k_neg=k_neg, n_holes=t["n_holes"],
+                    polarization=t["polarization"], l3=t["steps"]["l3"], l2=t["steps"]["l2"],
+                    step_width=t["steps"]["width"], step_height=t["steps"]["height"],
+                    l3_window=tuple(t["windows"]["l3"]), l23_window=tuple(t["windows"]["l23"]))
+
+
+SIM_SEED = 1
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    from xafsflow.bayes.xmcd import analyse_pair
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    sim = simulate_xmcd_pair(SIM_SEED, grid_step=0.4)
+    t = sim["truth"]
+    res = analyse_pair(sim["energy"], sim["mu_plus"], sim["mu_minus"], _short_spec(t), 11, "sim")
+    return sim, res
+
+
+def test_simulated_truth_is_self_consistent():
+    """The truth's exact moments: window integrals of the known components (closed form) equal the
+    integrals of the noiseless spectra the simulation reports."""
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    t = simulate_xmcd_pair(0)["truth"]
+    comps = t["components"]
+    w3, w23 = t["windows"]["l3"], t["windows"]["l23"]
+
+    def integ(key, w):
+        return sum(float(pvoigt_integral(c[key], c["centre"], c["sd"], *w)) for c in comps)
+
+    assert t["p"] == pytest.approx(integ("area_plus", w3) - integ("area_minus", w3), rel=1e-6)
+    assert t["q"] == pytest.approx(integ("area_plus", w23) - integ("area_minus", w23), rel=1e-6)
+    assert t["r"] == pytest.approx(integ("area_plus", w23) + integ("area_minus", w23), rel=1e-6)
+    assert (t["K_plus"], t["K_minus"], t["K_pos"], t["K_neg"]) == (3, 3, 2, 1)
+    assert t["m_orb"] > 0 and t["m_spin_eff"] > 0  # Ni2+ moments parallel (negative L3 dichroism)
+
+
+def test_simulated_pair_numbers_of_components_within_one(simulated):
+    sim, res = simulated
+    t = sim["truth"]
+    assert abs(res.plus.k_selected - t["K_plus"]) <= 1
+    assert abs(res.minus.k_selected - t["K_minus"]) <= 1
+    kp, kn = res.dichroism["selected"]
+    assert abs(kp - t["K_pos"]) <= 1 and abs(kn - t["K_neg"]) <= 1
+    assert res.dichroism["p"].sum() == pytest.approx(1.0)
+
+
+def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
+    """Two quantities (m_orb, m_spin_eff): each interval at 1 - 0.05/2, so both cover with >= 95 %."""
+    sim, res = simulated
+    t = sim["truth"]
+    for name in ("m_orb", "m_spin_eff"):
+        draws = res.moments[name].ravel()
+        lo, hi = np.percentile(draws, [1.25, 98.75])
+        assert lo <= t[name] <= hi, (name, lo, t[name], hi)
+        # and the interval is informative: narrower than half the value
+        assert hi - lo < 0.5 * abs(t[name])
+    s = res.summary["ratio"]
+    assert s["q2.5"] < s["mean"] < s["q97.5"]

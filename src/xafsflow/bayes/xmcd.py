@@ -21,9 +21,11 @@ mean half the step-free area of the spectrum; dichroism areas uniform on
 fitted range.
 
 The edge steps are fixed, not sampled: positions (L3, L2 maxima of the helicity
-average unless given), width and height (1 after the common edge-jump
-normalization unless given) are recorded with the result; their uncertainty is
-not in the intervals.
+average unless given), width, and height (given, e.g. 1 after the common
+edge-jump normalization, or else each helicity's own post-edge level,
+:func:`step_level`) are recorded with the result; their uncertainty is not in
+the intervals. The dichroism is fitted with the steps removed (their
+difference, when the two heights differ).
 
 Each posterior draw gives p, q (from the dichroism's components) and r (from
 the two helicities' components, i.e. the spectra with the steps removed), all
@@ -124,7 +126,7 @@ class XmcdSpec:
     l3: float | None = None  # step positions (eV); None: maxima of the helicity average
     l2: float | None = None
     step_width: float = 1.0
-    step_height: float = 1.0
+    step_height: float | None = None  # None: each helicity's own post-edge level (step_level)
     l3_window: tuple[float, float] | None = None
     l23_window: tuple[float, float] | None = None
 
@@ -168,6 +170,18 @@ def check_expected_sign(energy, dichroism, l3_window, expected: str | None, sour
                 f"L3 dichroism integral p = {p:.4g} is {'positive' if p > 0 else 'negative'} but the sheet expects "
                 f"{expected}: helicities swapped? (swap the files or fix xmcd_l3_sign)", source)
     return float(p)
+
+
+def step_level(energy, mu, fraction: float = 0.15) -> float:
+    """Post-edge level of one normalized helicity: the median over the top ``fraction`` of the energy range
+    (at least 3 points) — the edge-step height when the sheet gives none."""
+    e = np.asarray(energy, float)
+    cut = e[-1] - fraction * (e[-1] - e[0])
+    m = e >= cut
+    if m.sum() < 3:
+        m = np.zeros(e.size, bool)
+        m[-3:] = True
+    return float(np.median(np.asarray(mu, float)[m]))
 
 
 def _component_window_integrals(samples: np.ndarray, window) -> np.ndarray:
@@ -271,14 +285,17 @@ def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, 
                                          f"outside the fitted data ({e[0]:g} to {e[-1]:g} eV)")
     except AnalysisInputError as exc:
         raise AnalysisInputError(exc.reason, source) from None
-    dich = mp - mm
-    check_expected_sign(e, dich, w3, expected_l3_sign, source)
-    steps = sr.edge_steps(e, l3, l2, spec.step_height, spec.step_width)
+    check_expected_sign(e, mp - mm, w3, expected_l3_sign, source)
+    heights = {name: (spec.step_height if spec.step_height is not None else step_level(e, mu))
+               for name, mu in (("plus", mp), ("minus", mm))}
+    steps = {name: sr.edge_steps(e, l3, l2, h, spec.step_width) for name, h in heights.items()}
+    # the dichroism is fitted with the steps removed (their difference, when the heights differ)
+    dich = (mp - steps["plus"]) - (mm - steps["minus"])
     log = progress or (lambda msg: None)
 
     results = {}
     for name, mu in (("plus", mp), ("minus", mm)):
-        y = mu - steps
+        y = mu - steps[name]
         area_mean = max(0.5 * sr.window_integral(e, np.clip(y, 0, None), e[0], e[-1]), 1e-12)
         hs = HelicitySpec(**{f: getattr(spec.base, f) for f in PosteriorSpec.__dataclass_fields__},
                           e_lo=float(e[0]), e_hi=float(e[-1]), area_mean=area_mean, width_prior=spec.width_prior)
@@ -301,7 +318,8 @@ def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, 
     mom = sr.moments(p, q, r, spec.n_holes, spec.polarization, spec.cos_incidence)
     summ = {name: summarize_draws(v) for name, v in (("p", p), ("q", q), ("r", r), *mom.items())}
     return XmcdResult(e, results["plus"], results["minus"], grid,
-                      {"l3": l3, "l2": l2, "width": spec.step_width, "height": spec.step_height},
+                      {"l3": l3, "l2": l2, "width": spec.step_width, "height_plus": heights["plus"],
+                       "height_minus": heights["minus"]},
                       {"l3": list(w3), "l23": list(w23)}, {"p": p, "q": q, "r": r}, mom, summ,
                       {"plus": results["plus_spec"], "minus": results["minus_spec"]})
 

@@ -252,9 +252,11 @@ def write_store(out, res, h, flags, mp, mm, p, spec, scan_id, seed, params_hash,
         st.put_array(g, "norm_minus", mm, ("energy",))
         from xafsflow.xas.sum_rules import edge_steps
 
-        st.put_array(g, "edge_steps", edge_steps(res.energy, res.steps["l3"], res.steps["l2"], res.steps["height"],
-                                                 res.steps["width"]), ("energy",),
-                     attrs={"meaning": "two-step background of one helicity (fixed, removed before fitting)"})
+        for name in ("plus", "minus"):
+            st.put_array(g, f"edge_steps_{name}", edge_steps(res.energy, res.steps["l3"], res.steps["l2"],
+                                                             res.steps[f"height_{name}"], res.steps["width"]),
+                         ("energy",), attrs={"meaning": "two-step background of this helicity (fixed, removed "
+                                                        "before fitting)"})
         for name, r in (("plus", res.plus), ("minus", res.minus)):
             sub = g.create_group(name)
             st.put_array(sub, "K", np.array(r.ks), ("K",))
@@ -311,9 +313,11 @@ def plot_xmcd(path, res, mp, mm, scan_id: str) -> None:
     from xafsflow.xas.sum_rules import edge_steps
 
     e = res.energy
-    steps = edge_steps(e, res.steps["l3"], res.steps["l2"], res.steps["height"], res.steps["width"])
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    all_steps = {}
     for ax, name, r, mu in ((axes[0, 0], "plus", res.plus, mp), (axes[0, 1], "minus", res.minus, mm)):
+        steps = edge_steps(e, res.steps["l3"], res.steps["l2"], res.steps[f"height_{name}"], res.steps["width"])
+        all_steps[name] = steps
         model = res.models[name].build(r.k_selected, e)
         theta = _mean_fit(model, r.per_k[r.k_selected]["samples"])
         ax.plot(e, mu, "k.", ms=3, label=f"mu{'+' if name == 'plus' else '-'}")
@@ -328,7 +332,7 @@ def plot_xmcd(path, res, mp, mm, scan_id: str) -> None:
     dm = dichroism_model(a, b, float(e[0]), float(e[-1]), 1.0, None)
     theta = _mean_fit(dm, res.dichroism["cells"][(a, b)]["samples"])
     ax = axes[1, 0]
-    ax.plot(e, mp - mm, "k.", ms=3, label="mu+ - mu-")
+    ax.plot(e, (mp - all_steps["plus"]) - (mm - all_steps["minus"]), "k.", ms=3, label="mu+ - mu- (steps removed)")
     ax.plot(e, dm.evaluate(e, theta), "r-", lw=1.2, label="fit")
     for c in dm.components(e, theta):
         ax.plot(e, c, lw=0.7)

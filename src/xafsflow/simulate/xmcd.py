@@ -45,7 +45,7 @@ def simulate_xmcd_pair(seed: int, noise_sd: float = 0.01, grid_step: float = 0.2
              for c, s, ap, am in components]
     clean_p = steps + sum(pvoigt(e, ap, c, s) for c, s, ap, am in comps)
     clean_m = steps + sum(pvoigt(e, am, c, s) for c, s, ap, am in comps)
-    w3, w23 = sr.default_windows(NI_L3, NI_L2, e_lo, e_hi)
+    w3, w23 = sr.default_windows(NI_L3, NI_L2, float(e[0]), float(e[-1]))
     # exact integrals from the noiseless spectra on a fine grid (same windows, same steps)
     fine = np.linspace(e_lo, e_hi, 200001)
     fp = sr.edge_steps(fine, NI_L3, NI_L2, 1.0, 1.0) + sum(pvoigt(fine, ap, c, s) for c, s, ap, am in comps)
