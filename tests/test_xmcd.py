@@ -192,3 +192,153 @@ def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
         assert hi - lo < 0.5 * abs(t[name])
     s = res.summary["ratio"]
     assert s["q2.5"] < s["mean"] < s["q97.5"]
+
+
+# ------------------------------------------------------------------------ real data: Fe L2,3 TEY pair
+# Short chains (test budget); the flags say which health criteria these do not meet.
+REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_pos": [1, 2], "k_neg": [1, 2], "replicas": 12,
+              "sweeps": 500, "burn_in": 500, "thin": 5,
+              "tuning": {"warmup": 250, "sweeps": 250, "rounds": 2, "max_replicas": 16}}
+FE_ROW = ("fe_pf\txmcd\t../shared/data/xmcd/fe_l23_pf_1.txt;../shared/data/xmcd/fe_l23_pf_2.txt\tcolumns\t"
+          "col1\tcol2\tcol3\t{overrides}\n")
+FE_ANALYSIS = "  xmcd:\n    normalize: {pre1: -25.0, pre2: -8.0, norm1: 25.0, nnorm: 1}\n"
+
+
+def _fe_campaign(workdir, overrides="xmcd_posterior.n_holes=3.39; xmcd_posterior.polarization=1.0",
+                 analysis=FE_ANALYSIS):
+    (workdir / "sheet.tsv").write_text("scan_id\tkind\tpath\tformat\tenergy\ti0\tifluor\toverrides\n"
+                                       + FE_ROW.format(overrides=overrides))
+    cfg = workdir / "campaign.yaml"
+    cfg.write_text(f"campaign: fe\nscans: sheet.tsv\nanalysis:\n{analysis}")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def fe_pair(tmp_path_factory):
+    """The real pair from a scan-sheet row (n_h and P_c in its overrides) through ingest, normalize and the
+    xmcd_posterior CLI."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import shared_data
+    from xafsflow.campaign import load_campaign
+    from xafsflow.steps import ingest, normalize
+
+    tmp = tmp_path_factory.mktemp("fe")
+    work = tmp / "work"
+    work.mkdir()
+    (tmp / "shared").symlink_to(shared_data().parent)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        camp = load_campaign(_fe_campaign(work))
+        scan = camp.scan("fe_pf")
+        raw = ingest(scan.scan_id, scan.kind, scan.format, scan.paths, work / "raw.zarr", fields=scan.fields)
+        store = normalize(raw, work / "fe_pf.zarr", scan.params)
+    finally:
+        os.chdir(cwd)
+    params = dict(scan.params["xmcd_posterior"], **REAL_SHORT)
+    cmd = [sys.executable, "-m", "xafsflow", "xmcd_posterior", str(store), "--scan-id", "fe_pf", "--params",
+           json.dumps({"xmcd_posterior": params}), "--seed", "7", "--out", str(work / "post.zarr"),
+           "--tsv", str(work / "post.tsv"), "--png", str(work / "post.png")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return scan, store, work, p.stdout
+
+
+def test_real_pair_sheet_values_and_normalization(fe_pair):
+    from xafsflow.io.store import open_store
+
+    scan, store, _, _ = fe_pair
+    assert scan.params["xmcd_posterior"]["n_holes"] == 3.39  # from the sheet's overrides column
+    g = open_store(store)
+    e, mp, mm = g["energy"][...], g["norm_plus"][...], g["norm_minus"][...]
+    raw_p, raw_m = g["mu"][...], g["mu_minus"][...]
+    # raw pre-edge levels differ (about 0.50 vs 0.55 at 692 eV); each helicity's own pre-edge line removes it
+    i692 = int(np.argmin(np.abs(e - 692.0)))
+    assert abs(raw_m[i692] - raw_p[i692]) > 0.03
+    pre = e < dict(g.attrs)["e0"] - 8.0
+    assert abs(np.mean(mp[pre])) < 0.01 and abs(np.mean(mm[pre])) < 0.01
+    # one common edge jump: both helicities' pre-edge-subtracted mu divided by the same number
+    step = dict(g.attrs)["edge_step"]
+    np.testing.assert_allclose((raw_p - g["pre_edge"][...] * 0 - (raw_p - mp * step)) / step, mp, rtol=1e-9)
+    mid = (raw_p - mp * step)  # the plus helicity's own pre-edge line
+    assert np.ptp(np.diff(mid) / np.diff(e)) < 1e-9  # a straight line
+    mid_m = (raw_m - mm * step)
+    assert not np.allclose(mid, mid_m)  # a different line for the other helicity
+
+
+def test_real_pair_dichroism_signs_and_reported_ratio(fe_pair):
+    import csv
+
+    from xafsflow.io.store import open_store
+
+    _, store, work, stdout = fe_pair
+    g = open_store(store)
+    e, d = g["energy"][...], g["norm_plus"][...] - g["norm_minus"][...]
+    l3 = (e > 705) & (e < 711)
+    l2 = (e > 719) & (e < 724)
+    assert d[l3].min() < -1.0 and d[l2].max() > 0.5  # opposite signs at L3 and L2
+    post = open_store(work / "post.zarr")
+    a = dict(post.attrs)
+    assert a["moments"]["p"]["q97.5"] < 0  # L3 dichroism integral negative
+    # the ratio with its interval, in the TSV, the CLI's report line and the store
+    with open(work / "post.tsv") as fh:
+        rows = {r["quantity"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    lo, mean, hi = (float(rows["ratio"][k]) for k in ("q2.5", "mean", "q97.5"))
+    assert lo < mean < hi
+    assert "m_orb/m_spin_eff" in stdout
+    prov = a["xafsflow_provenance"]
+    assert prov["normalization"]["edge_step"] > 0 and "windows" in prov
+    assert a["windows"]["l3"][1] < a["windows"]["l23"][1]
+    for part in ("plus", "minus"):
+        assert post[part]["p_K"][...].sum() == pytest.approx(1.0)
+    assert post["dichroism"]["p_K"][...].shape == (2, 2)
+    assert post["moments"]["m_orb"][...].shape[0] == 2  # (chain, draw)
+
+
+def test_real_pair_flags_state_the_health_that_does_not_hold(fe_pair):
+    """Sampler health on the real pair, reported honestly: each criterion that fails is in the flags."""
+    from xafsflow.io.store import open_store
+
+    _, _, work, _ = fe_pair
+    a = dict(open_store(work / "post.zarr").attrs)
+    h, flags = a["health"], " ".join(a["flags"])
+    assert (h["min_exchange"] < 0.1) == ("low_exchange" in flags)
+    assert (a["max_rhat"] > 1.01) == ("high_rhat" in flags)
+    assert (h["max_f_spread"] > 1.0) == ("runs_disagree" in flags)
+    assert bool(h["k_at_limit"]) == ("k_at_limit" in flags)
+
+
+# ------------------------------------------------------------------------ bad input
+def test_missing_n_holes_stops_before_any_job(tmp_path, monkeypatch):
+    from conftest import shared_data
+    from xafsflow.campaign import load_campaign
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(shared_data().parent)
+    monkeypatch.chdir(work)
+    with pytest.raises(Exception, match="n_holes") as err:
+        load_campaign(_fe_campaign(work, overrides="xmcd_posterior.polarization=0.9"))
+    assert "fe_pf" in str(err.value) or "sheet" in str(err.value)
+
+
+def test_pair_errors_unequal_nan_swapped():
+    from xafsflow.bayes.xmcd import check_expected_sign, check_pair
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    sim = simulate_xmcd_pair(3)
+    e, mp, mm = sim["energy"], sim["mu_plus"], sim["mu_minus"]
+    with pytest.raises(AnalysisInputError, match="unequal lengths"):
+        check_pair(e, mp, mm[:-1], "x.dat")
+    bad = mm.copy()
+    bad[5] = np.nan
+    with pytest.raises(AnalysisInputError, match="mu- has 1 non-finite"):
+        check_pair(e, mp, bad, "x.dat")
+    w3 = tuple(sim["truth"]["windows"]["l3"])
+    assert check_expected_sign(e, mp - mm, w3, "negative") < 0
+    with pytest.raises(AnalysisInputError, match="swapped"):
+        check_expected_sign(e, mm - mp, w3, "negative", "x.dat")

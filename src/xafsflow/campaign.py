@@ -337,6 +337,14 @@ def _row_params(r: _SheetRow, config: dict, kind: str, cache: dict) -> dict:
             cache[key] = resolve_params(config, kind, overrides)
         except ValueError as exc:
             r.fail("overrides", str(exc))
+        # values a product needs for every row (e.g. n_holes of the XMCD sum rules), before any job runs
+        from xafsflow.products import registry
+
+        for prod in registry():
+            row_problems = getattr(prod.impl(), "row_problems", None)
+            if row_problems is not None and prod.applies_to(kind, cache[key]):
+                for msg in row_problems(cache[key][prod.params_key]):
+                    r.fail("overrides", f"{prod.params_key}: {msg}")
     return cache[key]
 
 

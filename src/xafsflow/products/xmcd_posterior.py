@@ -51,13 +51,6 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         chain_settings(params)
     except AnalysisInputError as exc:
         problems.append(exc.reason.replace("posterior settings", "settings"))
-    if params["n_holes"] is None:
-        problems.append("n_holes (number of 3d holes) is missing: set analysis.xmcd.xmcd_posterior.n_holes or the "
-                        "scan sheet's overrides column (xmcd_posterior.n_holes=...)")
-    if params["polarization"] is None:
-        problems.append("polarization (degree of circular polarization P_c) is missing: set "
-                        "analysis.xmcd.xmcd_posterior.polarization or the sheet's overrides column "
-                        "(xmcd_posterior.polarization=...)")
     if params["k_min"] > params["k_max"]:
         problems.append(f"K range [{params['k_min']}, {params['k_max']}] is empty (k_min > k_max)")
     for key in ("k_pos", "k_neg"):
@@ -78,6 +71,19 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     p_max = 3 * max(params["k_max"], params["k_pos"][1] + params["k_neg"][1])
     if n_points is not None and n_points < 3 * p_max:
         problems.append(f"{n_points} points cannot support {p_max} parameters (need at least {3 * p_max} points)")
+    return problems
+
+
+def row_problems(params: dict) -> list[str]:
+    """Values every XMCD row needs (config block or the row's overrides), checked when the sheet is read."""
+    problems = []
+    if params["n_holes"] is None:
+        problems.append("n_holes (number of 3d holes) is missing: set analysis.xmcd.xmcd_posterior.n_holes or "
+                        "this row's overrides (xmcd_posterior.n_holes=...)")
+    if params["polarization"] is None:
+        problems.append("polarization (degree of circular polarization P_c) is missing: set "
+                        "analysis.xmcd.xmcd_posterior.polarization or this row's overrides "
+                        "(xmcd_posterior.polarization=...)")
     return problems
 
 
