@@ -167,6 +167,7 @@ def test_simulated_truth_is_self_consistent():
     assert t["q"] == pytest.approx(integ("area_plus", w23) - integ("area_minus", w23), rel=1e-6)
     assert t["r"] == pytest.approx(integ("area_plus", w23) + integ("area_minus", w23), rel=1e-6)
     assert (t["K_plus"], t["K_minus"], t["K_pos"], t["K_neg"]) == (3, 3, 2, 1)
+    assert t["n_holes"] == 2.0 and t["noise_sd"] == 0.01 and t["lorentz_fwhm"] == 1.0
     assert t["m_orb"] > 0 and t["m_spin_eff"] > 0  # Ni2+ moments parallel (negative L3 dichroism)
 
 
@@ -197,8 +198,8 @@ def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
 # ------------------------------------------------------------------------ real data: Fe L2,3 TEY pair
 # Short chains (test budget); the flags say which health criteria these do not meet.
 REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_pos": [1, 2], "k_neg": [1, 2], "replicas": 12,
-              "sweeps": 500, "burn_in": 500, "thin": 5,
-              "tuning": {"warmup": 250, "sweeps": 250, "rounds": 2, "max_replicas": 16}}
+              "sweeps": 400, "burn_in": 400, "thin": 5,
+              "tuning": {"warmup": 200, "sweeps": 200, "rounds": 2, "max_replicas": 16}}
 FE_ROW = ("fe_pf\txmcd\t../shared/data/xmcd/fe_l23_pf_1.txt;../shared/data/xmcd/fe_l23_pf_2.txt\tcolumns\t"
           "col1\tcol2\tcol3\t{overrides}\n")
 FE_ANALYSIS = "  xmcd:\n    normalize: {pre1: -25.0, pre2: -8.0, norm1: 25.0, nnorm: 1}\n"
@@ -342,3 +343,61 @@ def test_pair_errors_unequal_nan_swapped():
     assert check_expected_sign(e, mp - mm, w3, "negative") < 0
     with pytest.raises(AnalysisInputError, match="swapped"):
         check_expected_sign(e, mm - mp, w3, "negative", "x.dat")
+
+
+# ------------------------------------------------------------------------ slow: coverage study
+STUDY_SEEDS = range(100, 120)  # 20 simulated pairs (independent noise)
+
+
+@pytest.mark.slow
+def test_coverage_study_over_20_simulated_pairs():
+    """Over 20 pairs: the 95 % intervals of p, q, r, m_orb and m_spin_eff (100 intervals) cover the exact
+    values 88-99 times; every selected number of components within 1 of the truth in >= 80 % of pairs."""
+    from xafsflow.bayes.xmcd import analyse_pair
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    covered, total, k_ok = 0, 0, 0
+    for seed in STUDY_SEEDS:
+        sim = simulate_xmcd_pair(seed, grid_step=0.4)
+        t = sim["truth"]
+        res = analyse_pair(sim["energy"], sim["mu_plus"], sim["mu_minus"], _short_spec(t), 11, f"study{seed}")
+        for name in ("p", "q", "r", "m_orb", "m_spin_eff"):
+            s = res.summary[name]
+            covered += s["q2.5"] <= t[name] <= s["q97.5"]
+            total += 1
+        kp, kn = res.dichroism["selected"]
+        k_ok += (abs(res.plus.k_selected - t["K_plus"]) <= 1 and abs(res.minus.k_selected - t["K_minus"]) <= 1
+                 and abs(kp - t["K_pos"]) <= 1 and abs(kn - t["K_neg"]) <= 1)
+        print(f"seed {seed}: covered {covered}/{total}, K ok {k_ok}", flush=True)
+    assert 88 <= covered <= 99, (covered, total)
+    assert k_ok >= 0.8 * len(STUDY_SEEDS), k_ok
+
+
+# ------------------------------------------------------------------------ repeats per helicity
+def test_repeats_average_spread_and_deviating_repeat():
+    from xafsflow.xas.repeats import average_repeats
+
+    rng = np.random.default_rng(5)
+    e = np.linspace(700, 730, 301)
+    truth = 1.0 + np.exp(-0.5 * ((e - 708) / 0.8) ** 2)
+    reps = [truth + rng.normal(0, 0.02, e.size) for _ in range(8)]
+    grid, mean, sd, warns = average_repeats([e] * 8, reps)
+    assert warns == []
+    # the standard error from the spread estimates the true 0.02 / sqrt(8) (300 points: within 10 %)
+    assert np.sqrt(np.mean(sd**2)) == pytest.approx(0.02 / np.sqrt(8), rel=0.1)
+    assert np.std(mean - truth) == pytest.approx(0.02 / np.sqrt(8), rel=0.15)
+    # one repeat shifted by 5 noise sd: named in a warning
+    bad = reps[:3] + [reps[3] + 0.1] + reps[4:]
+    names = [f"plus_{i}.dat" for i in range(8)]
+    _, _, _, warns = average_repeats([e] * 8, bad, names)
+    assert len(warns) == 1 and "plus_3.dat deviates" in warns[0]
+    # another grid is interpolated (and said), a grid that does not cover is refused
+    fine = np.linspace(699.5, 730.5, 700)
+    fine_truth = 1.0 + np.exp(-0.5 * ((fine - 708) / 0.8) ** 2)
+    _, mean2, _, warns = average_repeats([e, fine], [truth, fine_truth], ["a", "b"])
+    assert any("b: on another energy grid, interpolated" in w for w in warns)
+    assert np.max(np.abs(mean2 - truth)) < 1e-3
+    with pytest.raises(AnalysisInputError, match="cannot interpolate"):
+        average_repeats([e, e[10:]], [truth, truth[10:]], ["a", "b"])
+    with pytest.raises(AnalysisInputError, match="non-finite"):
+        average_repeats([e, e], [truth, np.where(e > 720, np.nan, truth)], ["a", "b"])
