@@ -401,3 +401,34 @@ def test_repeats_average_spread_and_deviating_repeat():
         average_repeats([e, e[10:]], [truth, truth[10:]], ["a", "b"])
     with pytest.raises(AnalysisInputError, match="non-finite"):
         average_repeats([e, e], [truth, np.where(e > 720, np.nan, truth)], ["a", "b"])
+
+
+def test_simulate_cli_and_beamline_columns_with_repeats(tmp_path):
+    """`xafsflow simulate xmcd` writes a labelled-column pair and its truth; two alternating repeats per
+    helicity (plus;minus;plus;minus) read by column names are averaged with their spread kept."""
+    import json
+
+    from xafsflow.cli import main
+    from xafsflow.io.store import open_store
+    from xafsflow.steps import ingest
+
+    for seed, sub in ((4, "r1"), (5, "r2")):
+        assert main(["simulate", "xmcd", str(tmp_path / sub), "--seed", str(seed)]) in (0, None)
+    truth = json.loads((tmp_path / "r1" / "truth.json").read_text())
+    assert truth["m_orb"] > 0 and truth["files"] == ["ni_l23_plus.dat", "ni_l23_minus.dat"]
+    paths = [str(tmp_path / r / f"ni_l23_{h}.dat") for r in ("r1", "r2") for h in ("plus", "minus")]
+    fields = {"energy": "energy", "i0": "I0", "ifluor": "Isample"}
+    one = open_store(ingest("one", "xmcd", "columns", paths[:2], tmp_path / "one.zarr", fields=fields))
+    two = open_store(ingest("two", "xmcd", "columns", paths, tmp_path / "two.zarr", fields=fields))
+    assert "mu_sd" not in one and "mu_sd" in two and "mu_minus_sd" in two
+    e = two["energy"][...]
+    raw_plus = truth["pre_level"] + 2e-4 * (e - e[0])  # the simulated raw mu: level + slope + jump * normalized
+    clean = (two["mu"][...] - raw_plus) / truth["edge_jump"]
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    noiseless = simulate_xmcd_pair(4)["clean_plus"]
+    # the average of two repeats has noise sd 0.01 / sqrt(2); its spread-based standard error says about that
+    assert np.std(clean - noiseless) == pytest.approx(0.01 / np.sqrt(2), rel=0.2)
+    assert np.sqrt(np.mean(two["mu_sd"][...] ** 2)) / truth["edge_jump"] == pytest.approx(0.01 / np.sqrt(2), rel=0.2)
+    warns = dict(two.attrs)["xafsflow_provenance"]["warnings"]
+    assert any("2 plus and 2 minus repeats averaged" in w for w in warns)
