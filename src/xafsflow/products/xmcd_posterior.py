@@ -302,10 +302,14 @@ def write_tsv(path, res) -> None:
         w.writerow(["K_neg", res.dichroism["selected"][1], "", "", "", ""])
 
 
-def _mean_fit(model, samples):
+def _fit_and_best(model, samples, x, y):
+    """Posterior-mean fit curve (mean over up to 200 draws of the curves: label switching leaves it intact)
+    and the draw of smallest squared error among them (its components are drawn)."""
     flat = samples.reshape(-1, model.n_params)
     pick = flat[:: max(1, len(flat) // 200)]
-    return pick.mean(axis=0)
+    curves = np.array([model.evaluate(x, t) for t in pick])
+    best = pick[int(np.argmin(np.sum((curves - y) ** 2, axis=1)))]
+    return curves.mean(axis=0), best
 
 
 def plot_xmcd(path, res, mp, mm, scan_id: str) -> None:
@@ -325,9 +329,9 @@ def plot_xmcd(path, res, mp, mm, scan_id: str) -> None:
         steps = edge_steps(e, res.steps["l3"], res.steps["l2"], res.steps[f"height_{name}"], res.steps["width"])
         all_steps[name] = steps
         model = res.models[name].build(r.k_selected, e)
-        theta = _mean_fit(model, r.per_k[r.k_selected]["samples"])
+        fit, theta = _fit_and_best(model, r.per_k[r.k_selected]["samples"], e, mu - steps)
         ax.plot(e, mu, "k.", ms=3, label=f"mu{'+' if name == 'plus' else '-'}")
-        ax.plot(e, steps + model.evaluate(e, theta), "r-", lw=1.2, label="fit")
+        ax.plot(e, steps + fit, "r-", lw=1.2, label="posterior mean fit")
         ax.plot(e, steps, "b--", lw=0.8, label="edge steps")
         for c in model.components(e, theta):
             ax.plot(e, steps + c, lw=0.7)
@@ -336,10 +340,11 @@ def plot_xmcd(path, res, mp, mm, scan_id: str) -> None:
         ax.legend(fontsize=7)
     a, b = res.dichroism["selected"]
     dm = dichroism_model(a, b, float(e[0]), float(e[-1]), 1.0, None)
-    theta = _mean_fit(dm, res.dichroism["cells"][(a, b)]["samples"])
+    dich = (mp - all_steps["plus"]) - (mm - all_steps["minus"])
+    fit, theta = _fit_and_best(dm, res.dichroism["cells"][(a, b)]["samples"], e, dich)
     ax = axes[1, 0]
-    ax.plot(e, (mp - all_steps["plus"]) - (mm - all_steps["minus"]), "k.", ms=3, label="mu+ - mu- (steps removed)")
-    ax.plot(e, dm.evaluate(e, theta), "r-", lw=1.2, label="fit")
+    ax.plot(e, dich, "k.", ms=3, label="mu+ - mu- (steps removed)")
+    ax.plot(e, fit, "r-", lw=1.2, label="posterior mean fit")
     for c in dm.components(e, theta):
         ax.plot(e, c, lw=0.7)
     for lo, hi in (res.windows["l3"],):
