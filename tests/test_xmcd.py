@@ -313,6 +313,20 @@ def test_real_pair_flags_state_the_health_that_does_not_hold(fe_pair):
     assert bool(h["k_at_limit"]) == ("k_at_limit" in flags)
 
 
+def test_demo_dry_run_gives_the_pair_to_xmcd_posterior(workdir):
+    """The XMCD pair's store in posterior/ is made by xmcd_posterior (rule order + scan-id constraint), the
+    XANES stores by posterior; the demo's n_holes reaches the job."""
+    from conftest import REPO, run_snakemake
+
+    p = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "local"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    mine = [ln for ln in out.splitlines() if " xmcd_posterior " in ln and "--scan-id xmcd_01" in ln]
+    assert mine and '"n_holes": 3.39' in mine[0] and "posterior/xmcd_01.zarr" in mine[0]
+    assert not [ln for ln in out.splitlines() if " -m xafsflow posterior " in ln and "xmcd_01" in ln]
+    assert [ln for ln in out.splitlines() if " -m xafsflow posterior " in ln and "xanes_01" in ln]
+
+
 # ------------------------------------------------------------------------ bad input
 def test_missing_n_holes_stops_before_any_job(tmp_path, monkeypatch):
     from conftest import shared_data
