@@ -300,7 +300,7 @@ def _check_row_files(r: _SheetRow, kind: str, fmt: str) -> list[str]:
         r.fail("format", f"format {fmt!r} does not fit kind {kind!r} (use one of {', '.join(formats)})")
     paths = [p.strip() for p in row["path"].split(";") if p.strip()]
     if kind == "xmcd":
-        if len(paths) != 1 and len(paths) % 2:
+        if not paths or (len(paths) != 1 and len(paths) % 2):
             r.fail("path", "an XMCD pair is two paths separated by ';' (plus;minus), alternating repeats "
                            "(plus;minus;plus;minus...), or one file with both helicities")
         if len(paths) == 1 and "mu_minus" not in row:
