@@ -327,6 +327,21 @@ def test_demo_dry_run_gives_the_pair_to_xmcd_posterior(workdir):
     assert [ln for ln in out.splitlines() if " -m xafsflow posterior " in ln and "xanes_01" in ln]
 
 
+def test_real_pair_declared_positive_l3_sign_is_refused_and_nothing_written(fe_pair, tmp_path):
+    """The Fe pair's L3 dichroism is negative: a sheet declaring it positive (swapped helicities) stops the
+    scan with one message naming the raw file, before sampling, and writes no product."""
+    from xafsflow.products.xmcd_posterior import run_xmcd_posterior
+
+    scan, store, _, _ = fe_pair
+    params = {**scan.params, "xmcd_posterior": dict(scan.params["xmcd_posterior"], **REAL_SHORT,
+                                                    expected_l3_sign="positive")}
+    out = tmp_path / "swapped.zarr"
+    with pytest.raises(AnalysisInputError, match="helicities swapped") as err:
+        run_xmcd_posterior(store, out, tmp_path / "s.tsv", tmp_path / "s.png", params, "fe_pf", 7)
+    assert "fe_l23_pf_1.txt" in str(err.value)
+    assert not out.exists() and not (tmp_path / "s.tsv").exists() and not (tmp_path / "s.png").exists()
+
+
 # ------------------------------------------------------------------------ bad input
 def test_missing_n_holes_stops_before_any_job(tmp_path, monkeypatch):
     from conftest import shared_data
