@@ -300,8 +300,9 @@ def _check_row_files(r: _SheetRow, kind: str, fmt: str) -> list[str]:
         r.fail("format", f"format {fmt!r} does not fit kind {kind!r} (use one of {', '.join(formats)})")
     paths = [p.strip() for p in row["path"].split(";") if p.strip()]
     if kind == "xmcd":
-        if len(paths) not in (1, 2):
-            r.fail("path", "an XMCD pair is two paths separated by ';' or one file with both helicities")
+        if not paths or (len(paths) != 1 and len(paths) % 2):
+            r.fail("path", "an XMCD pair is two paths separated by ';' (plus;minus), alternating repeats "
+                           "(plus;minus;plus;minus...), or one file with both helicities")
         if len(paths) == 1 and "mu_minus" not in row:
             r.fail("mu_minus", "a one-file XMCD pair needs the minus-helicity column in 'mu_minus'")
     elif len(paths) != 1:
@@ -337,6 +338,14 @@ def _row_params(r: _SheetRow, config: dict, kind: str, cache: dict) -> dict:
             cache[key] = resolve_params(config, kind, overrides)
         except ValueError as exc:
             r.fail("overrides", str(exc))
+        # values a product needs for every row (e.g. n_holes of the XMCD sum rules), before any job runs
+        from xafsflow.products import registry
+
+        for prod in registry():
+            row_problems = getattr(prod.impl(), "row_problems", None)
+            if row_problems is not None and prod.applies_to(kind, cache[key]):
+                for msg in row_problems(cache[key][prod.params_key]):
+                    r.fail("overrides", f"{prod.params_key}: {msg}")
     return cache[key]
 
 

@@ -27,7 +27,8 @@ def _schema_default(*path: str):
 
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated campaign (raw files + truth.json)")
-    p.add_argument("what", choices=["demo"], help="which campaign")
+    p.add_argument("what", choices=["demo", "xmcd"],
+                   help="which campaign (xmcd: a NiFe2O4-like Ni L2,3 pair with its truth.json)")
     p.add_argument("directory", help="output directory")
     p.add_argument("--seed", type=int, default=None, help="campaign seed (default: the schema's)")
     p.set_defaults(handler=_simulate)
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------- handlers
 def _simulate(args) -> str:
     from xafsflow.simulate.demo import write_demo
+
+    if args.what == "xmcd":
+        from xafsflow.simulate.xmcd import write_xmcd_pair
+
+        write_xmcd_pair(args.directory, _schema_default("seed") if args.seed is None else args.seed)
+        return f"simulated XMCD pair written to {args.directory}"
 
     write_demo(args.directory, seed=_schema_default("seed") if args.seed is None else args.seed)
     return f"demo campaign written to {args.directory}"

@@ -110,6 +110,35 @@ def xmcd_pair(tables: list[_Table], mapping: dict, paths: list[str]) -> dict:
     return plus
 
 
+def xmcd_repeats(tables: list[_Table], mapping: dict, paths: list[str]) -> dict:
+    """An XMCD pair from alternating-helicity repeats (plus, minus, plus, minus, ...).
+
+    Each helicity's repeats are averaged on its first repeat's grid
+    (:func:`xafsflow.xas.repeats.average_repeats`: the spread gives the
+    per-point standard error ``mu_sd`` / ``mu_minus_sd``, a deviating repeat a
+    warning); the minus average is interpolated onto the plus grid when the
+    grids differ (with a warning).
+    """
+    from xafsflow.xas.repeats import average_repeats
+
+    singles = [_single_spectrum(t, mapping, p) for t, p in zip(tables, paths)]
+    warnings = [w for one in singles for w in one["warnings"]]
+    out = {}
+    for key, part in (("mu", singles[0::2]), ("mu_minus", singles[1::2])):
+        names = [Path(p).name for p in paths[(0 if key == "mu" else 1)::2]]
+        e, mean, sd, warns = average_repeats([o["energy"] for o in part], [o["mu"] for o in part], names)
+        warnings += warns
+        out[key] = (e, mean, sd)
+    e, mp, sp = out["mu"]
+    em, mm, sm = out["mu_minus"]
+    if em.shape != e.shape or not np.allclose(em, e, atol=1e-3):
+        warnings.append("helicity scans on different energy grids: minus interpolated onto plus")
+        mm, sm = np.interp(e, em, mm), np.interp(e, em, sm)
+    warnings.append(f"{len(singles[0::2])} plus and {len(singles[1::2])} minus repeats averaged per helicity")
+    return {"energy": e, "mu": mp, "mu_minus": mm, "mu_sd": sp, "mu_minus_sd": sm,
+            "mu_from": singles[0]["mu_from"], "warnings": warnings}
+
+
 def ingest_spectrum(paths: list[str], fmt: str, fields: dict) -> dict:
     """Read one spectrum (or an XMCD pair) into arrays and metadata.
 
@@ -130,7 +159,10 @@ def ingest_spectrum(paths: list[str], fmt: str, fields: dict) -> dict:
             return out
         tables.append(t)
     is_pair = len(paths) == 2 or "mu_minus" in mapping
-    spectra = xmcd_pair(tables, mapping, paths) if is_pair else _single_spectrum(tables[0], mapping, paths[0])
+    if len(paths) > 2:  # alternating-helicity repeats of an XMCD pair
+        spectra = xmcd_repeats(tables, mapping, paths)
+    else:
+        spectra = xmcd_pair(tables, mapping, paths) if is_pair else _single_spectrum(tables[0], mapping, paths[0])
     out["warnings"] += spectra.pop("warnings")
     out.update(spectra)
     for key in ("mu", "mu_minus"):
@@ -196,6 +228,9 @@ def _ingest_spectrum_kind(req: IngestRequest) -> None:
             st.put_array(g, "mu", r["mu"], ("energy",), attrs={"how": r["mu_from"]})
             if "mu_minus" in r:
                 st.put_array(g, "mu_minus", r["mu_minus"], ("energy",))
+            for key in ("mu_sd", "mu_minus_sd"):  # repeats: standard error of each helicity's average
+                if key in r:
+                    st.put_array(g, key, r[key], ("energy",), attrs={"meaning": "sd of the repeats / sqrt(n)"})
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
 
 

@@ -376,7 +376,7 @@ def n_parameters(model: str, K: int) -> int:
 
 
 # free background parameters of each model
-BACKGROUND_PARAMS = {"peaks": 0, "xanes": 7, "preedge": 5}
+BACKGROUND_PARAMS = {"peaks": 0, "xanes": 7, "preedge": 5, "xmcd": 0}
 # A spectrum must have at least this many points per free parameter of the largest model
 # (N - P >= P: as many residual degrees of freedom as parameters, for the noise estimate).
 MIN_POINTS_PER_PARAMETER = 2

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from xafsflow.bayes.settings import ChainSettings  # noqa: F401 - part of this module's API
-from xafsflow.bayes.models import Z_CUT, SpectralModel
+from xafsflow.bayes.models import LORENTZ_FWHM, Z_CUT, SpectralModel
 
 SQRT2PI = math.sqrt(2.0 * math.pi)
 
@@ -66,8 +66,29 @@ def _cval(ct, p0, p1, p2, xi):
     return p0 / (p2 * SQRT2PI) * math.exp(-0.5 * z * z)
 
 
+@njit(cache=True)
+def _fill_pvoigt(p0, p1, p2, x, lo, hi, out, keep):
+    """Pseudo-Voigt (area p0, centre p1, Gaussian sd p2, Lorentzian FWHM LORENTZ_FWHM) point by point;
+    same formula as :func:`xafsflow.bayes.models.pvoigt`."""
+    fg = 2.0 * math.sqrt(2.0 * math.log(2.0)) * p2
+    fl = LORENTZ_FWHM
+    f = (fg**5 + 2.69269 * fg**4 * fl + 2.42843 * fg**3 * fl**2 + 4.47163 * fg**2 * fl**3
+         + 0.07842 * fg * fl**4 + fl**5) ** 0.2
+    rho = fl / f
+    eta = 1.36603 * rho - 0.47719 * rho**2 + 0.11116 * rho**3
+    hw = 0.5 * f
+    cl = p0 * eta * hw / math.pi
+    cg = p0 * (1.0 - eta) * (2.0 / f) * math.sqrt(math.log(2.0) / math.pi)
+    a = 4.0 * math.log(2.0) / (f * f)
+    for i in range(lo, hi):
+        d = x[i] - p1
+        out[i] = keep * out[i] + (cl / (d * d + hw * hw) + cg * math.exp(-a * d * d))
+
+
 @njit(cache=True, inline="always")
 def _window(ct, x, p1, p2):
+    if ct == 2:  # pseudo-Voigt: Lorentzian tails reach the whole grid
+        return 0, x.size
     sd = 1.0 / math.sqrt(p2) if ct == 0 else p2
     lo = np.searchsorted(x, p1 - Z_CUT * sd)
     hi = np.searchsorted(x, p1 + Z_CUT * sd, side="right")
@@ -86,6 +107,9 @@ def _fill_component(ct, p0, p1, p2, x, lo, hi, dx, out, add):
     if hi <= lo:
         return
     keep = 1.0 if add else 0.0  # out is always finite, so 0 * out[i] is exactly 0
+    if ct == 2:
+        _fill_pvoigt(p0, p1, p2, x, lo, hi, out, keep)
+        return
     if dx <= 0.0:
         for i in range(lo, hi):
             out[i] = keep * out[i] + _cval(ct, p0, p1, p2, x[i])
