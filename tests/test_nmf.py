@@ -53,12 +53,12 @@ def test_matches_scikit_learn_cd_from_the_same_start():
     from sklearn.decomposition import NMF
 
     X, mask, _, _, e = _mixture(seed=5, npix=1500)
-    W0, H0 = nm.nndsvda_init(X, 3, mask)
-    x = np.maximum(X, 0.0)
+    x = np.maximum(X, 0.0)  # scikit-learn refuses negative entries
     x[mask] = 0.0
+    W0, H0 = nm.nndsvda_init(x, 3, mask)
     sk = NMF(3, init="custom", solver="cd", max_iter=80, tol=0.0, shuffle=False)
     Ws = sk.fit_transform(x, W=W0.copy(), H=H0.copy())
-    ours = nm.nmf_reference(X, 3, mask, max_iter=80, tol=0, init=(W0, H0))
+    ours = nm.nmf_reference(x, 3, mask, max_iter=80, tol=0, init=(W0, H0))
     # undo our scaling/order by matching the product W H
     np.testing.assert_allclose(ours.W @ ours.H, Ws @ sk.components_, rtol=0, atol=1e-8)
     assert ours.errors[-1] == pytest.approx(np.linalg.norm(x - Ws @ sk.components_) / np.linalg.norm(x), rel=1e-9)

@@ -1,0 +1,73 @@
+"""The phantom electrode (xafsflow simulate stack): normalization, mask and NMF scored against its truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xafsflow.imaging import nmf as nm
+from xafsflow.imaging.pixels import edge_step_mask, normalize_stack_tolerant
+from xafsflow.simulate.phantom import DEMO_NOISE, simulate_phantom
+
+NORMALIZE = {"e0": 7722.0, "pre1": -60.0, "pre2": -20.0, "norm1": 30.0, "nnorm": 1}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    import dask
+    import dask.array as da
+
+    mu, e, truth = simulate_phantom(20261127, noise=DEMO_NOISE)
+    n_e = e.size
+    res = normalize_stack_tolerant(e, da.from_array(mu.reshape(n_e, -1), chunks=(n_e, 700)), **NORMALIZE)
+    step, norm = dask.compute(res["edge_step"], res["norm"])
+    return mu, e, truth, step, norm.T
+
+
+def _normalized_truth(e, truth):
+    """The phases' spectra as a pure, noiseless pixel reaches the NMF: through the same normalization."""
+    from xafsflow.xas.normalize import normalize_edge
+
+    raw = 0.3 - 2e-4 * (e - truth["edge"])[:, None] + truth["spectra"].T
+    return normalize_edge(e, raw, **NORMALIZE).norm.T
+
+
+def test_truth_is_complete(phantom):
+    _, _, t, _, _ = phantom
+    f = t["fractions"]
+    sample = f.sum(axis=0) > 0
+    np.testing.assert_allclose(f.sum(axis=0)[sample], 1.0)
+    assert set(t["grain_class"]) == {"empty", "pure", "mixed"}
+    assert t["grain_id"].shape == t["label"].shape == sample.shape
+    assert np.all((t["label"] == 0) == ~sample)
+    for p in range(f.shape[0]):  # every phase has pure pixels
+        assert np.any(f[p] == 1.0)
+
+
+def test_mask_is_the_empty_pixels(phantom):
+    _, _, t, step, _ = phantom
+    mask, thr = edge_step_mask(step, 0.3)
+    empty = (t["label"] == 0).ravel()
+    assert np.array_equal(mask, empty)
+    assert thr > 0
+
+
+def test_nmf_recovers_phases(phantom):
+    import dask.array as da
+
+    _, e, t, step, X = phantom
+    mask, _ = edge_step_mask(step, 0.3)
+    keep = ~mask
+    k, ks, errs, fits = nm.select_k(da.from_array(X, chunks=(700, e.size)), 1, 4, mask=mask, energy=e,
+                                    max_iter=300, tol=1e-5, gain=0.25)
+    # the data's own curve: a knee at 3 (two thirds off the error), then small gains
+    assert k == 3
+    assert errs[2] < 0.4 * errs[1] and errs[3] > 0.75 * errs[2]
+    fit = fits[3]
+    W = fit.W.compute()
+    F = t["fractions"].reshape(3, -1).T
+    score = nm.match_components(fit.H, W[keep], _normalized_truth(e, t), F[keep], X[keep].mean(axis=0))
+    assert np.all(score["cosine"] >= 0.99)
+    assert np.all(score["correlation"] >= 0.95)
+    # components come out sorted by edge: the phases' edges are ordered by their shift
+    assert [j for _, j in sorted(score["pairs"])] == [0, 1, 2]
