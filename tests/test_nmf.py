@@ -80,7 +80,7 @@ def test_recovers_truth_and_sorts_by_edge():
 
 def test_choose_k_finds_the_number_of_components():
     X, mask, _, _, e = _mixture(seed=11, npix=800, noise=0.01)
-    k, ks, errs, fits = nm.select_k(X, 1, 5, mask=mask, energy=e, max_iter=150, tol=1e-5, gain=0.05)
+    k, ks, errs, fits = nm.select_k(X, 1, 5, mask=mask, energy=e, max_iter=150, tol=1e-5, k_gain=0.05)
     assert k == 3
     assert errs[2] < 0.2 * errs[1] and abs(errs[3] - errs[2]) < 0.05 * errs[2]  # a knee at the truth, then flat
     assert nm.choose_k([1, 2, 3], [1.0, 0.5, 0.4], 0.05) == 3  # every step gains more: the largest

@@ -26,10 +26,9 @@ def phantom():
 
 def _normalized_truth(e, truth):
     """The phases' spectra as a pure, noiseless pixel reaches the NMF: through the same normalization."""
-    from xafsflow.xas.normalize import normalize_edge
+    from xafsflow.simulate.phantom import normalized_spectra
 
-    raw = 0.3 - 2e-4 * (e - truth["edge"])[:, None] + truth["spectra"].T
-    return normalize_edge(e, raw, **NORMALIZE).norm.T
+    return normalized_spectra(truth, NORMALIZE)
 
 
 def test_truth_is_complete(phantom):
@@ -59,7 +58,7 @@ def test_nmf_recovers_phases(phantom):
     mask, _ = edge_step_mask(step, 0.3)
     keep = ~mask
     k, ks, errs, fits = nm.select_k(da.from_array(X, chunks=(700, e.size)), 1, 4, mask=mask, energy=e,
-                                    max_iter=300, tol=1e-5, gain=0.25)
+                                    max_iter=300, tol=1e-5, k_gain=0.25)
     # the data's own curve: a knee at 3 (two thirds off the error), then small gains
     assert k == 3
     assert errs[2] < 0.4 * errs[1] and errs[3] > 0.75 * errs[2]

@@ -482,7 +482,7 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
     from xafsflow.distributed import client
-    from xafsflow.xas.normalize import normalize_stack
+    from xafsflow.imaging.pixels import normalize_stack_tolerant
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
@@ -492,7 +492,8 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
     cube, plane = ("energy", "y", "x"), ("y", "x")
     with client(req.threads, req.mem_mb, dashboard=req.dashboard):
-        res = normalize_stack(energy, flat_mu, **req.keywords)
+        # pixels without an edge (no sample) get NaN and a flag instead of failing the stack
+        res = normalize_stack_tolerant(energy, flat_mu, **req.keywords)
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
             targets = [
@@ -512,8 +513,14 @@ def _normalize_stack(req: NormalizeRequest) -> None:
             flags = []
             if np.any(stepmap <= 0):
                 flags.append(f"nonpositive_edge_step({int(np.sum(stepmap <= 0))} pixels)")
+            n_nan = int(np.sum(~np.isfinite(stepmap)))
+            if n_nan == stepmap.size:
+                raise AnalysisInputError("no pixel of the stack could be normalized (no positive edge step "
+                                         "anywhere): check the normalization windows and the energies", req.source)
+            if n_nan:
+                flags.append(f"unnormalized_pixels({n_nan})")
             prov = req.provenance({"normalize": req.keywords, "chunks": list(chunks)})
-            st.set_attrs(g, **req.base, e0=float(np.median(e0map)), edge_step=float(np.median(stepmap)),
+            st.set_attrs(g, **req.base, e0=float(np.nanmedian(e0map)), edge_step=float(np.nanmedian(stepmap)),
                          flags=flags, **{st.PROVENANCE_KEY: prov})
 
 

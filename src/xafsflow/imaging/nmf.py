@@ -539,7 +539,7 @@ def choose_k(ks, errors, gain: float) -> int:
 
 
 def select_k(X, k_min: int, k_max: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-5,
-             gain: float = 0.25, init: str = "spa", progress: Callable[[int, int, float], None] | None = None):
+             k_gain: float = 0.25, init: str = "spa", progress: Callable[[int, int, float], None] | None = None):
     """Fit k = k_min..k_max, choose k by :func:`choose_k`; returns (k, ks, final errors, {k: NMFResult})."""
     ks = list(range(k_min, k_max + 1))
     fits = {}
@@ -547,7 +547,7 @@ def select_k(X, k_min: int, k_max: int, mask=None, energy=None, max_iter: int = 
         cb = None if progress is None else (lambda it, e, k=k: progress(k, it, e))
         fits[k] = nmf(X, k, mask=mask, energy=energy, max_iter=max_iter, tol=tol, init=init, progress=cb)
     errs = [float(fits[k].errors[-1]) for k in ks]
-    return choose_k(ks, errs, gain), ks, np.asarray(errs), fits
+    return choose_k(ks, errs, k_gain), ks, np.asarray(errs), fits
 
 
 # --------------------------------------------------------------------------- scoring

@@ -140,3 +140,20 @@ def read_truth(path: str | Path) -> dict:
     for k in ("energies", "spectra", "fractions", "grain_id", "label", "thickness"):
         t[k] = np.asarray(t[k])
     return t
+
+
+def normalized_spectra(truth: dict, normalize: dict) -> np.ndarray:
+    """The phases' spectra as a pure, noiseless pixel of unit thickness reaches the NMF.
+
+    Each phase's raw absorbance (the phantom's pre-edge line plus the spectrum)
+    through :func:`xafsflow.xas.normalize.normalize_edge` with the keywords
+    ``normalize`` (the same normalization as the data): per-pixel
+    normalization is a linear map (for a fixed e0) that changes the spectra
+    slightly (pre-edge line fitted over the arctan tail), so components are
+    scored against these.
+    """
+    from xafsflow.xas.normalize import normalize_edge
+
+    e = np.asarray(truth["energies"], dtype=float)
+    raw = 0.3 - 2e-4 * (e - truth["edge"])[:, None] + np.asarray(truth["spectra"]).T
+    return normalize_edge(e, raw, **normalize).norm.T
