@@ -138,11 +138,11 @@ def _block_spa(xb, mb, V, P, offset):
 _W_START_SWEEPS = 50  # HALS sweeps of W alone (H fixed) for the SPA start: W close to its least-squares optimum
 
 
-def _block_w_given_h(xb, mb, H, sweeps=_W_START_SWEEPS):
+def _block_w_given_h(xb, mb, H):
     """This block's rows of W fitted to a fixed H by HALS sweeps from zero (no communication)."""
     x, _, _ = _clean(xb, mb)
     w = np.zeros((x.shape[0], H.shape[0]))
-    for _ in range(sweeps):
+    for _ in range(_W_START_SWEEPS):
         w = _hals_update_w(x, w, H)
     return w
 
