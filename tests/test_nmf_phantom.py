@@ -70,3 +70,26 @@ def test_nmf_recovers_phases(phantom):
     assert np.all(score["correlation"] >= 0.95)
     # components come out sorted by edge: the phases' edges are ordered by their shift
     assert [j for _, j in sorted(score["pairs"])] == [0, 1, 2]
+
+
+def test_tolerant_normalization_matches_per_pixel_normalize_edge():
+    """Blocks with edgeless pixels: NaN there; elsewhere the same as normalize_edge pixel by pixel
+    (both the fixed-e0 one-pass path and the bisection path for e0 found per pixel)."""
+    from xafsflow.imaging.pixels import _normalize_block_tolerant
+    from xafsflow.xas.normalize import normalize_edge
+
+    mu, e, t = simulate_phantom(3, ny=12, nx=12, n_grains=6, empty_fraction=0.3)
+    block = mu.reshape(e.size, -1).astype(float)
+    empty = (t["label"] == 0).ravel()
+    assert empty.any() and not empty.all()
+    for params in (NORMALIZE, {k: v for k, v in NORMALIZE.items() if k != "e0"}):
+        packed = _normalize_block_tolerant(block, e, params)
+        ok = np.isfinite(packed[1])
+        assert not ok[empty].all()  # edgeless pixels are refused (some noise may fake a small step)
+        for i in np.flatnonzero(ok)[::7]:
+            one = normalize_edge(e, block[:, i], **params)
+            np.testing.assert_allclose(packed[1, i], one.edge_step, rtol=1e-9)
+            np.testing.assert_allclose(packed[2:2 + e.size, i], one.norm, rtol=1e-8, atol=1e-10)
+        for i in np.flatnonzero(~ok):
+            with pytest.raises(Exception):
+                normalize_edge(e, block[:, i], **params)

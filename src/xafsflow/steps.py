@@ -235,6 +235,8 @@ def _open_stack(req: IngestRequest):
     from xafsflow.distributed import scratch_dir
     from xafsflow.io import stacks
 
+    if req.fmt == "stxm":
+        return _open_stxm(req)
     if req.fmt == "tiff_stack":
         energies = stacks.read_energies(req.energies)
         data, meta, closer = stacks.open_tiff_stack(req.paths[0], energies, req.chunk_pixels, scratch_dir())
@@ -244,13 +246,39 @@ def _open_stack(req: IngestRequest):
     return data, energies, meta, closer
 
 
+def _open_stxm(req: IngestRequest):
+    """An STXM stack (``.hdr`` + ``.xim`` frames) as optical density -ln(I / I0), pixels of its mask as NaN."""
+    import dask.array as da
+
+    from xafsflow.imaging.pixels import optical_density
+    from xafsflow.io.stacks import stack_chunks
+    from xafsflow.io.stxm import read_stxm
+
+    r = read_stxm(req.paths[0], i0=req.fields.get("i0"))
+    if r["i0"] is None:
+        raise FileFormatError("no I0 spectrum for the optical density: put i0.xsp beside the header or name it "
+                              "in the sheet's 'i0' field", req.paths[0])
+    od, n_bad = optical_density(r["counts"], r["i0"])
+    meta = dict(r["meta"], frames=len(r["files"]), od="-ln(I / I0), I0 from the i0 spectrum",
+                nonpositive_counts=n_bad, warnings=list(r["warnings"]))
+    if n_bad:
+        meta["warnings"].append(f"{n_bad} non-positive counts: those pixels' OD is NaN (excluded downstream)")
+    if r["mask"] is not None:
+        od[:, r["mask"]] = np.nan
+        meta["masked_by_file"] = int(r["mask"].sum())
+        meta["warnings"].append(f"{int(r['mask'].sum())} pixels excluded by the mask file "
+                                f"{Path(r['meta']['mask_file']).name} (OD set to NaN)")
+    data = da.from_array(od.astype(np.float32), chunks=stack_chunks(od.shape, req.chunk_pixels))
+    return data, np.asarray(r["energies"], dtype=np.float64), meta, None
+
+
 def _ingest_stack(req: IngestRequest) -> None:
     import dask.array as da
 
     data, energies, meta, closer = _open_stack(req)
     chunks = data.chunksize
     try:
-        warnings: list[str] = []
+        warnings: list[str] = list(meta.pop("warnings", []))
         order = np.argsort(energies)
         if np.any(np.diff(energies[order]) <= 0):
             raise FileFormatError("stack energies repeat; each frame needs its own energy",
@@ -265,7 +293,8 @@ def _ingest_stack(req: IngestRequest) -> None:
             st.put_array(g, "energy", energies, ("energy",), attrs={"units": "eV"})
             target = st.create_array(g, "mu", data.shape, np.float32, ("energy", "y", "x"), chunks)
             da.store(data, target, lock=False, compute=True)
-            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=req.fields.get("pixel_size"),
+            st.set_attrs(g, **req.attrs(), file_metadata=meta,
+                         pixel_size_um=req.fields.get("pixel_size") or meta.get("pixel_size_um"),
                          **{st.PROVENANCE_KEY: prov})
     finally:
         if closer is not None:

@@ -38,12 +38,47 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
     except AnalysisInputError:
         if m == 1:
             return out
+        if np.ndim(params.get("e0")) == 0 and params.get("e0") is not None:
+            return _normalize_block_fixed_e0(mu_block, energy, params)
         h = m // 2
         return np.concatenate([_normalize_block_tolerant(mu_block[:, :h], energy, params),
                                _normalize_block_tolerant(mu_block[:, h:], energy, params)], axis=1)
     e0 = np.broadcast_to(np.asarray(res.e0, dtype=float), (m,))
     step = np.broadcast_to(np.asarray(res.edge_step, dtype=float), (m,))
     return np.concatenate([e0[None, :], step[None, :], res.norm.reshape(n_e, m), res.flat.reshape(n_e, m)], axis=0)
+
+
+def _normalize_block_fixed_e0(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
+    """A refused block with one fixed e0, in one pass: the normalization is then linear in mu.
+
+    Every pixel gets the same windows, so pre-edge line, post-edge polynomial
+    and edge step are linear in mu: add ``c`` times a unit arctan step at e0
+    (large enough that every pixel has a positive step), normalize once, and
+    subtract ``c`` times the step's own fits. Pixels whose own step is not
+    positive (above rounding, as :func:`normalize_edge` requires) get NaN.
+    """
+    from xafsflow.xas.normalize import normalize_edge
+
+    e0 = float(params["e0"])
+    n_e, m = mu_block.shape
+    unit = 0.5 + np.arctan((energy - e0) / 0.5) / np.pi
+    c = 10.0 * (float(np.max(np.abs(mu_block))) + 1.0)
+    both = normalize_edge(energy, mu_block + c * unit[:, None], **params)
+    ref = normalize_edge(energy, unit, **params)
+    pre = both.pre_edge - c * ref.pre_edge[:, None]
+    post = both.post_edge - c * ref.post_edge[:, None]
+    step = np.asarray(both.edge_step, dtype=float) - c * float(ref.edge_step)
+    good = step > 1e-10 * np.max(np.abs(mu_block), axis=0)
+    out = np.full((2 + 2 * n_e, m), np.nan)
+    s = np.where(good, step, np.nan)
+    norm = (mu_block - pre) / s
+    above = energy[:, None] >= e0
+    flat = np.where(above, norm - ((post - pre) / s - 1.0), norm)
+    out[0] = np.where(good, e0, np.nan)
+    out[1] = s
+    out[2:2 + n_e] = norm
+    out[2 + n_e:] = flat
+    return out
 
 
 def normalize_stack_tolerant(energy, mu, **params) -> dict:
