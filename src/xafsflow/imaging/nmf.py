@@ -141,10 +141,7 @@ _W_START_SWEEPS = 50  # HALS sweeps of W alone (H fixed) for the SPA start: W cl
 def _block_w_given_h(xb, mb, H):
     """This block's rows of W fitted to a fixed H by HALS sweeps from zero (no communication)."""
     x, _, _ = _clean(xb, mb)
-    w = np.zeros((x.shape[0], H.shape[0]))
-    for _ in range(_W_START_SWEEPS):
-        w = _hals_update_w(x, w, H)
-    return w
+    return _hals_update_w(x, np.zeros((x.shape[0], H.shape[0])), H, _W_START_SWEEPS)
 
 
 def _best(*cands):
@@ -152,13 +149,14 @@ def _best(*cands):
     return max(cands, key=lambda c: (c[0], -c[1]))
 
 
-def _hals_update_w(x, w, H):
-    """One HALS sweep over the columns of W for rows ``x`` (in place on ``w``)."""
+def _hals_update_w(x, w, H, sweeps: int = 1):
+    """HALS sweeps over the columns of W for rows ``x`` given H (in place on ``w``)."""
     HHt = H @ H.T
-    XHt = x @ H.T
-    for j in range(H.shape[0]):
-        if HHt[j, j] > 0:
-            w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
+    XHt = x @ H.T  # fixed while H is: computed once for all sweeps
+    for _ in range(sweeps):
+        for j in range(H.shape[0]):
+            if HHt[j, j] > 0:
+                w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
     return w
 
 
@@ -338,7 +336,7 @@ def spa_select(Y: np.ndarray, k: int) -> list[int]:
 
 
 def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-5, init: str = "spa",
-        progress: Callable[[int, float], None] | None = None) -> NMFResult:
+        progress: Callable[[int, float], None] | None = None, target_error: float | None = None) -> NMFResult:
     """Distributed HALS NMF of X (npix, E) ~ W H, chunked over pixels.
 
     Parameters
@@ -369,6 +367,9 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
         the iterations start at, and stay near, that solution. ``nndsvda``: NNDSVDa.
     progress : callable, optional
         Called as ``progress(iteration, relative_error)`` after each iteration.
+    target_error : float, optional
+        Also stop once the relative error is at or below this (benchmarks
+        compare solvers at the same error).
 
     Returns
     -------
@@ -442,6 +443,8 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
             progress(it, errors[-1])
         if tol > 0 and it >= 2 and errors[-2] - errors[-1] < tol * errors[-1]:
             converged = True
+            break
+        if target_error is not None and errors[-1] <= target_error:
             break
 
     scale, order, pos = _scales_and_order(H, energy)
