@@ -149,11 +149,11 @@ def _best(*cands):
     return max(cands, key=lambda c: (c[0], -c[1]))
 
 
-def _hals_update_w(x, w, H, sweeps: int = 1):
+def _hals_update_w(x, w, H, n_sweeps):
     """HALS sweeps over the columns of W for rows ``x`` given H (in place on ``w``)."""
     HHt = H @ H.T
     XHt = x @ H.T  # fixed while H is: computed once for all sweeps
-    for _ in range(sweeps):
+    for _ in range(n_sweeps):
         for j in range(H.shape[0]):
             if HHt[j, j] > 0:
                 w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
@@ -163,7 +163,7 @@ def _hals_update_w(x, w, H, sweeps: int = 1):
 def _block_step(xb, mb, wb, H):
     """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b."""
     x, _, _ = _clean(xb, mb)
-    w = _hals_update_w(x, np.array(wb, dtype=np.float64, copy=True), H)
+    w = _hals_update_w(x, np.array(wb, dtype=np.float64, copy=True), H, 1)
     if mb is not None:
         w[np.asarray(mb, dtype=bool)] = 0.0
     return w, (w.T @ x, w.T @ w)
