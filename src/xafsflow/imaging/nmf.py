@@ -78,8 +78,9 @@ class NMFResult:
 
 
 # ----------------------------------------------------------------------------- blocks
-def _clean(xb, mb) -> tuple[np.ndarray, int, int]:
-    """A block of X as float64 with masked rows and non-finite entries zero; negative entries counted, kept."""
+def _clean(xb, mb, count: bool = True) -> tuple[np.ndarray, int, int]:
+    """A block of X as float64 with masked rows and non-finite entries zero; negative entries kept
+    (and counted, with the non-finite ones, when ``count``)."""
     x = np.array(xb, dtype=np.float64, copy=True)
     bad = ~np.isfinite(x)
     n_bad = int(bad.sum())
@@ -87,7 +88,7 @@ def _clean(xb, mb) -> tuple[np.ndarray, int, int]:
         x[bad] = 0.0
     if mb is not None:
         x[np.asarray(mb, dtype=bool)] = 0.0
-    n_neg = int(np.count_nonzero(x < 0))
+    n_neg = int(np.count_nonzero(x < 0)) if count else 0
     return x, n_neg, n_bad
 
 
@@ -162,7 +163,7 @@ def _hals_update_w(x, w, H, n_sweeps):
 
 def _block_step(xb, mb, wb, H):
     """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b."""
-    x, _, _ = _clean(xb, mb)
+    x, _, _ = _clean(xb, mb, count=False)
     w = _hals_update_w(x, np.array(wb, dtype=np.float64, copy=True), H, 1)
     if mb is not None:
         w[np.asarray(mb, dtype=bool)] = 0.0
