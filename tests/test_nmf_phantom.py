@@ -93,3 +93,21 @@ def test_tolerant_normalization_matches_per_pixel_normalize_edge():
         for i in np.flatnonzero(~ok):
             with pytest.raises(Exception):
                 normalize_edge(e, block[:, i], **params)
+
+
+def test_nan_and_negative_frames():
+    """A NaN in one pixel's spectrum leaves only that pixel unnormalized (then masked); negative entries of
+    the normalized data are kept and counted by the NMF, not clipped."""
+    from xafsflow.imaging.pixels import _normalize_block_tolerant
+
+    mu, e, t = simulate_phantom(5, ny=6, nx=6, n_grains=4, empty_fraction=0.0)
+    block = mu.reshape(e.size, -1).astype(float)
+    block[10, 4] = np.nan
+    packed = _normalize_block_tolerant(block, e, NORMALIZE)
+    assert np.isnan(packed[1, 4]) and np.all(np.isfinite(packed[1, np.arange(block.shape[1]) != 4]))
+    mask, _ = edge_step_mask(packed[1], 0.2)
+    assert mask[4] and mask.sum() == 1
+    X = packed[2:2 + e.size].T
+    fit = nm.nmf(X, 2, mask, energy=e, max_iter=20, tol=0)
+    assert fit.counts["negative"] == int(np.sum(X[~mask] < 0)) > 0  # pre-edge noise about zero
+    assert fit.counts["masked"] == 1

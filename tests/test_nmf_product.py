@@ -56,6 +56,11 @@ def test_product_store_against_truth(phantom_scan):
     score = match_components(H, W.reshape(3, -1).T[keep], normalized_spectra(t, NORMALIZE),
                              t["fractions"].reshape(3, -1).T[keep], X[keep].mean(axis=0))
     assert np.all(score["cosine"] >= 0.99) and np.all(score["correlation"] >= 0.95)
+    from xafsflow.products.nmf import summary
+
+    row = summary(a)
+    assert row["k"] == 3 and row["flags"] == [] and len(row["edges_eV"].split(";")) == 3
+    assert float(row["masked_fraction"]) == pytest.approx(mask.mean(), abs=1e-3)
     rows = list(csv.DictReader(open(d / "a.tsv"), delimiter="\t"))
     assert [float(r["edge_eV"]) for r in rows] == sorted(float(r["edge_eV"]) for r in rows)
     assert (d / "a.png").stat().st_size > 0
