@@ -12,12 +12,14 @@ tree reduction and only they travel to the client, which updates H. W's
 blocks stay on the workers between iterations (persisted); X is read again
 each iteration, so a stack larger than the workers' memory goes through.
 
-Initialization (deterministic, no random numbers): NNDSVDa (Boutsidis &
-Gallopoulos 2008, zeros filled with the mean of X) from the exact truncated
-SVD of X obtained through its E x E Gram matrix ``X^T X`` (one tree-reduced
-pass; E is small for spectra), which does not depend on the chunking beyond
-rounding — a documented alternative to a randomized SVD, which is needed
-only when E is large.
+Initialization (deterministic, no random numbers): by default SPA — H from
+the k purest pixels found by successive projection in the top-k SVD subspace,
+W fitted to that H chunk by chunk before H moves (see :func:`nmf`); or NNDSVDa
+(Boutsidis & Gallopoulos 2008, zeros filled with the mean of X). Both use the
+exact truncated SVD of X obtained through its E x E Gram matrix ``X^T X``
+(one tree-reduced pass; E is small for spectra), which does not depend on the
+chunking beyond rounding — a documented alternative to a randomized SVD,
+which is needed only when E is large.
 
 Error: relative reconstruction error ``||X - W H||_F / ||X||_F`` after each
 iteration, from the reduced quantities alone
