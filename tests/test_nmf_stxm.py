@@ -108,3 +108,34 @@ def test_bad_stxm_inputs(tmp_path):
     (d / "y.hdr").write_text("not a header")
     with pytest.raises(FileFormatError, match="ScanDefinition"):
         read_stxm(d / "y.hdr")
+
+
+@pytest.mark.slow  # about a minute: `make test-slow`
+def test_real_stack_through_the_workflow(tmp_path):
+    """The STXM stack as a campaign: raw files -> OD -> normalization -> mask -> NMF -> summary, by Snakemake.
+
+    Asserts the job stayed within the memory the rule gives it (Snakemake's benchmark max_rss), the error
+    curve never rises and the summary row is ok."""
+    import csv
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import REPO, run_snakemake
+    from xafsflow.io.store import open_store
+
+    sheet = tmp_path / "scans.tsv"
+    sheet.write_text("scan_id\tkind\tpath\tformat\telement\tedge\toverrides\n"
+                     f"als_fe\tstack\t{HDR}\tstxm\tFe\tL3\tnormalize.e0=707; normalize.pre1=-7; normalize.pre2=-2.5; "
+                     "normalize.norm1=18; normalize.nnorm=0; nmf.mask_fraction=2.0; nmf.k_max=4\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"campaign: stxm\nseed: 1\nscans: {sheet}\nresults: {tmp_path / 'results'}\n")
+    p = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), "--configfile", str(cfg),
+                      "--cores", "2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = tmp_path / "results" / "stxm"
+    row = next(csv.DictReader(open(res / "summary.tsv"), delimiter="\t"))
+    assert row["status"] == "ok" and row["nmf.k"] != ""
+    g = open_store(res / "segmentation" / "als_fe.nmf.zarr")
+    assert np.all(np.diff(g["error"][...]) <= 1e-12)
+    bench = next(csv.DictReader(open(res / "benchmarks" / "nmf" / "als_fe.tsv"), delimiter="\t"))
+    assert float(bench["max_rss"]) < 2000  # MB: the rule's mem_mb
