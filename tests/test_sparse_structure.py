@@ -129,7 +129,7 @@ def test_active_set_lasso_matches_scikit_learn_coordinate_descent(cu_path):
     for frac in (0.3, 0.03, 0.003):
         alpha = frac * amax
         ours = nonneg_lasso_gram(a.T @ a / n, a.T @ y / n, alpha)
-        ref = lasso_sklearn(a, y, alpha, cd_tol=1e-10, max_iter=500000)
+        ref = lasso_sklearn(a, y, alpha, cd_tol=1e-10, cd_max_iter=500000)
         assert ours.min() >= 0
         # KKT conditions of the nonnegative LASSO: A^T (y - A c) / n = alpha where c > 0, <= alpha where c = 0
         grad = a.T @ (y - a @ ours) / n

@@ -27,10 +27,13 @@ def _schema_default(*path: str):
 
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated campaign (raw files + truth.json)")
-    p.add_argument("what", choices=["demo", "xmcd"],
-                   help="which campaign (xmcd: a NiFe2O4-like Ni L2,3 pair with its truth.json)")
+    p.add_argument("what", choices=["demo", "stack", "xmcd"],
+                   help="demo: the demo campaign; stack: a phantom electrode micro-XANES stack + "
+                        "phantom_truth.json; xmcd: a NiFe2O4-like Ni L2,3 pair with its truth.json")
     p.add_argument("directory", help="output directory")
     p.add_argument("--seed", type=int, default=None, help="campaign seed (default: the schema's)")
+    p.add_argument("--stack-format", choices=["hdf5", "tiff"], default="hdf5", help="file format of the phantom stack")
+    p.add_argument("--pixels", type=int, default=64, help="phantom stack: pixels along y and x")
     p.set_defaults(handler=_simulate)
 
 
@@ -120,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------- handlers
 def _simulate(args) -> str:
+    if args.what == "stack":
+        from xafsflow.simulate.phantom import write_phantom
+
+        seed = _schema_default("seed") if args.seed is None else args.seed
+        t = write_phantom(args.directory, seed, fmt=args.stack_format, ny=args.pixels, nx=args.pixels,
+                          n_grains=max(8, round(28 * args.pixels ** 2 / 64 ** 2)))
+        return (f"phantom stack {t['fractions'].shape[1]}x{t['fractions'].shape[2]} pixels, "
+                f"{len(t['energies'])} energies written to {args.directory}")
     from xafsflow.simulate.demo import write_demo
 
     if args.what == "xmcd":

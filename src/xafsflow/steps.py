@@ -270,6 +270,8 @@ def _open_stack(req: IngestRequest):
     from xafsflow.distributed import scratch_dir
     from xafsflow.io import stacks
 
+    if req.fmt == "stxm":
+        return _open_stxm(req)
     if req.fmt == "tiff_stack":
         energies = stacks.read_energies(req.energies)
         data, meta, closer = stacks.open_tiff_stack(req.paths[0], energies, req.chunk_pixels, scratch_dir())
@@ -279,13 +281,39 @@ def _open_stack(req: IngestRequest):
     return data, energies, meta, closer
 
 
+def _open_stxm(req: IngestRequest):
+    """An STXM stack (``.hdr`` + ``.xim`` frames) as optical density -ln(I / I0), pixels of its mask as NaN."""
+    import dask.array as da
+
+    from xafsflow.imaging.pixels import optical_density
+    from xafsflow.io.stacks import stack_chunks
+    from xafsflow.io.stxm import read_stxm
+
+    r = read_stxm(req.paths[0], i0=req.fields.get("i0"))
+    if r["i0"] is None:
+        raise FileFormatError("no I0 spectrum for the optical density: put i0.xsp beside the header or name it "
+                              "in the sheet's 'i0' field", req.paths[0])
+    od, n_bad = optical_density(r["counts"], r["i0"])
+    meta = dict(r["meta"], frames=len(r["files"]), od="-ln(I / I0), I0 from the i0 spectrum",
+                nonpositive_counts=n_bad, warnings=list(r["warnings"]))
+    if n_bad:
+        meta["warnings"].append(f"{n_bad} non-positive counts: those pixels' OD is NaN (excluded downstream)")
+    if r["mask"] is not None:
+        od[:, r["mask"]] = np.nan
+        meta["masked_by_file"] = int(r["mask"].sum())
+        meta["warnings"].append(f"{int(r['mask'].sum())} pixels excluded by the mask file "
+                                f"{Path(r['meta']['mask_file']).name} (OD set to NaN)")
+    data = da.from_array(od.astype(np.float32), chunks=stack_chunks(od.shape, req.chunk_pixels))
+    return data, np.asarray(r["energies"], dtype=np.float64), meta, None
+
+
 def _ingest_stack(req: IngestRequest) -> None:
     import dask.array as da
 
     data, energies, meta, closer = _open_stack(req)
     chunks = data.chunksize
     try:
-        warnings: list[str] = []
+        warnings: list[str] = list(meta.pop("warnings", []))
         order = np.argsort(energies)
         if np.any(np.diff(energies[order]) <= 0):
             raise FileFormatError("stack energies repeat; each frame needs its own energy",
@@ -300,7 +328,8 @@ def _ingest_stack(req: IngestRequest) -> None:
             st.put_array(g, "energy", energies, ("energy",), attrs={"units": "eV"})
             target = st.create_array(g, "mu", data.shape, np.float32, ("energy", "y", "x"), chunks)
             da.store(data, target, lock=False, compute=True)
-            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=req.fields.get("pixel_size"),
+            st.set_attrs(g, **req.attrs(), file_metadata=meta,
+                         pixel_size_um=req.fields.get("pixel_size") or meta.get("pixel_size_um"),
                          **{st.PROVENANCE_KEY: prov})
     finally:
         if closer is not None:
@@ -517,7 +546,7 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
     from xafsflow.distributed import client
-    from xafsflow.xas.normalize import normalize_stack
+    from xafsflow.imaging.pixels import normalize_stack_tolerant
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
@@ -527,7 +556,8 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
     cube, plane = ("energy", "y", "x"), ("y", "x")
     with client(req.threads, req.mem_mb, dashboard=req.dashboard):
-        res = normalize_stack(energy, flat_mu, **req.keywords)
+        # pixels without an edge (no sample) get NaN and a flag instead of failing the stack
+        res = normalize_stack_tolerant(energy, flat_mu, **req.keywords)
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
             targets = [
@@ -547,8 +577,14 @@ def _normalize_stack(req: NormalizeRequest) -> None:
             flags = []
             if np.any(stepmap <= 0):
                 flags.append(f"nonpositive_edge_step({int(np.sum(stepmap <= 0))} pixels)")
+            n_nan = int(np.sum(~np.isfinite(stepmap)))
+            if n_nan == stepmap.size:
+                raise AnalysisInputError("no pixel of the stack could be normalized (no positive edge step "
+                                         "anywhere): check the normalization windows and the energies", req.source)
+            if n_nan:
+                flags.append(f"unnormalized_pixels({n_nan})")
             prov = req.provenance({"normalize": req.keywords, "chunks": list(chunks)})
-            st.set_attrs(g, **req.base, e0=float(np.median(e0map)), edge_step=float(np.median(stepmap)),
+            st.set_attrs(g, **req.base, e0=float(np.nanmedian(e0map)), edge_step=float(np.nanmedian(stepmap)),
                          flags=flags, **{st.PROVENANCE_KEY: prov})
 
 

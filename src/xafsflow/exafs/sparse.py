@@ -234,12 +234,12 @@ def _passive_solve(gram, g, c, passive):
     return np.zeros_like(c), passive, dropped
 
 
-def lasso_sklearn(a: np.ndarray, y: np.ndarray, alpha: float, cd_tol: float = 1e-6, max_iter: int = 100000) -> np.ndarray:
+def lasso_sklearn(a: np.ndarray, y: np.ndarray, alpha: float, cd_tol: float = 1e-6, cd_max_iter: int = 100000) -> np.ndarray:
     """Nonnegative LASSO by scikit-learn's coordinate descent (the reference the active-set solver is tested on)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    m = Lasso(alpha=alpha, positive=True, fit_intercept=False, max_iter=max_iter, tol=cd_tol, precompute=True)
+    m = Lasso(alpha=alpha, positive=True, fit_intercept=False, max_iter=cd_max_iter, tol=cd_tol, precompute=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         m.fit(a, y)

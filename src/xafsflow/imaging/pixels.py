@@ -1,0 +1,156 @@
+"""Per-pixel helpers for (energy, y, x) stacks: normalization that tolerates empty pixels, edge-step mask,
+optical density.
+
+A stack has pixels with no sample (or too thin, or saturated): their
+spectra have no edge, and :func:`xafsflow.xas.normalize.normalize_edge`
+rightly refuses them. Here such pixels get NaN (and are counted) instead of
+failing the whole stack; the mask of :func:`edge_step_mask` then excludes
+them from what follows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xafsflow.errors import AnalysisInputError
+
+
+def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
+    """:func:`normalize_edge` on an (E, m) block, packed (2 + 2E, m); columns it refuses become NaN.
+
+    The block is fitted at once; when it is refused, it is split in halves
+    recursively, so a few bad pixels cost O(bad x log m) vectorized fits.
+    """
+    from xafsflow.xas.normalize import normalize_edge
+
+    n_e, m = mu_block.shape
+    finite = np.all(np.isfinite(mu_block), axis=0)
+    out = np.full((2 + 2 * n_e, m), np.nan)
+    if m == 0:
+        return out
+    if not finite.all():
+        idx = np.flatnonzero(finite)
+        if idx.size:
+            out[:, idx] = _normalize_block_tolerant(mu_block[:, idx], energy, params)
+        return out
+    try:
+        res = normalize_edge(energy, mu_block, **params)
+    except AnalysisInputError:
+        if m == 1:
+            return out
+        if np.ndim(params.get("e0")) == 0 and params.get("e0") is not None:
+            return _normalize_block_fixed_e0(mu_block, energy, params)
+        h = m // 2
+        return np.concatenate([_normalize_block_tolerant(mu_block[:, :h], energy, params),
+                               _normalize_block_tolerant(mu_block[:, h:], energy, params)], axis=1)
+    e0 = np.broadcast_to(np.asarray(res.e0, dtype=float), (m,))
+    step = np.broadcast_to(np.asarray(res.edge_step, dtype=float), (m,))
+    return np.concatenate([e0[None, :], step[None, :], res.norm.reshape(n_e, m), res.flat.reshape(n_e, m)], axis=0)
+
+
+def _normalize_block_fixed_e0(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
+    """A refused block with one fixed e0, in one pass: the normalization is then linear in mu.
+
+    Every pixel gets the same windows, so pre-edge line, post-edge polynomial
+    and edge step are linear in mu: add ``c`` times a unit arctan step at e0
+    (large enough that every pixel has a positive step), normalize once, and
+    subtract ``c`` times the step's own fits. Pixels whose own step is not
+    positive (above rounding, as :func:`normalize_edge` requires) get NaN.
+    """
+    from xafsflow.xas.normalize import normalize_edge
+
+    e0 = float(params["e0"])
+    n_e, m = mu_block.shape
+    unit = 0.5 + np.arctan((energy - e0) / 0.5) / np.pi
+    c = 10.0 * (float(np.max(np.abs(mu_block))) + 1.0)
+    both = normalize_edge(energy, mu_block + c * unit[:, None], **params)
+    ref = normalize_edge(energy, unit, **params)
+    pre = both.pre_edge - c * ref.pre_edge[:, None]
+    post = both.post_edge - c * ref.post_edge[:, None]
+    step = np.asarray(both.edge_step, dtype=float) - c * float(ref.edge_step)
+    good = step > 1e-10 * np.max(np.abs(mu_block), axis=0)
+    out = np.full((2 + 2 * n_e, m), np.nan)
+    s = np.where(good, step, np.nan)
+    norm = (mu_block - pre) / s
+    above = energy[:, None] >= e0
+    flat = np.where(above, norm - ((post - pre) / s - 1.0), norm)
+    out[0] = np.where(good, e0, np.nan)
+    out[1] = s
+    out[2:2 + n_e] = norm
+    out[2 + n_e:] = flat
+    return out
+
+
+def normalize_stack_tolerant(energy, mu, **params) -> dict:
+    """As :func:`xafsflow.xas.normalize.normalize_stack`, but pixels it cannot normalize get NaN.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        eV, strictly increasing.
+    mu : dask.array.Array, shape (E, npix)
+        Chunked along pixels only.
+    **params
+        ``normalize_stack``'s keywords (validated eagerly by it).
+
+    Returns
+    -------
+    dict of dask.array.Array
+        ``e0``, ``edge_step`` (npix,) and ``norm``, ``flat`` (E, npix); NaN
+        in every output for a pixel with non-finite mu or one that
+        :func:`normalize_edge` refuses (no positive edge step, too few window
+        points). Count them with ``isnan(edge_step)``.
+    """
+    import dask.array as da
+
+    from xafsflow.xas.normalize import normalize_stack
+
+    normalize_stack(energy, mu, **params)  # eager validation of the energies, shape and settings
+    e = np.asarray(energy, dtype=float)
+    arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
+    if len(arr.chunks[0]) != 1:
+        arr = arr.rechunk({0: -1})
+    arr = arr.astype(float)
+    n_e = e.size
+    packed = da.map_blocks(_normalize_block_tolerant, arr, energy=e, params=dict(params),
+                           chunks=((2 + 2 * n_e,), arr.chunks[1]), dtype=float, meta=np.empty((0, 0)))
+    return {"e0": packed[0], "edge_step": packed[1], "norm": packed[2:2 + n_e], "flat": packed[2 + n_e:]}
+
+
+def edge_step_mask(edge_step: np.ndarray, fraction: float) -> tuple[np.ndarray, float]:
+    """Pixels to exclude: edge step below ``fraction`` of the median step, or not finite.
+
+    Parameters
+    ----------
+    edge_step : numpy.ndarray
+        Per-pixel edge step (absorbance units of the raw stack; NaN where not normalized).
+    fraction : float
+        Threshold as a fraction of the median of the finite, positive steps.
+
+    Returns
+    -------
+    mask : numpy.ndarray of bool
+        True for excluded pixels.
+    threshold : float
+        The step below which pixels are excluded (NaN when no step is usable).
+    """
+    s = np.asarray(edge_step, dtype=float)
+    good = np.isfinite(s) & (s > 0)
+    if not good.any():
+        return np.ones(s.shape, bool), float("nan")
+    threshold = float(fraction) * float(np.median(s[good]))
+    return ~good | (s < threshold), threshold
+
+
+def optical_density(counts: np.ndarray, i0: np.ndarray) -> tuple[np.ndarray, int]:
+    """Optical density -ln(I / I0) of transmitted counts (E, y, x) with I0 per energy (E,).
+
+    Non-positive counts (no transmission measured) give NaN, counted in the
+    second return value; the pixel is then excluded downstream.
+    """
+    I = np.asarray(counts, dtype=np.float64)
+    i0 = np.asarray(i0, dtype=np.float64).reshape(-1, *([1] * (I.ndim - 1)))
+    bad = ~(I > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        od = -np.log(np.where(bad, np.nan, I) / i0)
+    return od, int(bad.sum())
