@@ -52,7 +52,7 @@ def test_demo_campaign_runs_under_slurm(slurm_cluster, workdir):
     res = workdir / "results" / "demo"
     stores = sorted((res / "scans").glob("*.zarr")) + sorted((res / "posterior").glob("*.zarr"))
     assert len(list((res / "scans").glob("*.zarr"))) == 8
-    assert len(list((res / "posterior").glob("*.zarr"))) == 2
+    assert len(list((res / "posterior").glob("*.zarr"))) == 3  # two XANES scans and the XMCD pair
     assert (res / "summary.tsv").is_file() and (res / "report.html").is_file()
     # every product was made inside a SLURM job, whose log Snakemake's plugin kept
     log_ids = {m.group(1) for f in (workdir / ".snakemake" / "slurm_logs").rglob("*.log")

@@ -25,10 +25,10 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
 
     n_e, m = mu_block.shape
     finite = np.all(np.isfinite(mu_block), axis=0)
-    out = np.full((2 + 2 * n_e, m), np.nan)
     if m == 0:
-        return out
+        return np.full((2 + 2 * n_e, 0), np.nan)
     if not finite.all():
+        out = np.full((2 + 2 * n_e, m), np.nan)  # allocated only here: a worker's memory is tight
         idx = np.flatnonzero(finite)
         if idx.size:
             out[:, idx] = _normalize_block_tolerant(mu_block[:, idx], energy, params)
@@ -37,15 +37,18 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
         res = normalize_edge(energy, mu_block, **params)
     except AnalysisInputError:
         if m == 1:
-            return out
+            return np.full((2 + 2 * n_e, 1), np.nan)
         if np.ndim(params.get("e0")) == 0 and params.get("e0") is not None:
             return _normalize_block_fixed_e0(mu_block, energy, params)
         h = m // 2
         return np.concatenate([_normalize_block_tolerant(mu_block[:, :h], energy, params),
                                _normalize_block_tolerant(mu_block[:, h:], energy, params)], axis=1)
-    e0 = np.broadcast_to(np.asarray(res.e0, dtype=float), (m,))
-    step = np.broadcast_to(np.asarray(res.edge_step, dtype=float), (m,))
-    return np.concatenate([e0[None, :], step[None, :], res.norm.reshape(n_e, m), res.flat.reshape(n_e, m)], axis=0)
+    packed = np.empty((2 + 2 * n_e, m))
+    packed[0] = res.e0
+    packed[1] = res.edge_step
+    packed[2:2 + n_e] = res.norm.reshape(n_e, m)
+    packed[2 + n_e:] = res.flat.reshape(n_e, m)
+    return packed
 
 
 def _normalize_block_fixed_e0(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
