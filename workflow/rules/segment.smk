@@ -2,25 +2,6 @@
 _SEGMENT = PRODUCTS_BY_NAME["segment"]
 
 
-def segment_nmf_store(wildcards):
-    """The scan's nmf store when its segment block uses the NMF abundances, else None."""
-    scan = scan_of(wildcards)
-    if scan.params[_SEGMENT.params_key]["abundances"]:
-        return str(LAYOUT.product_store(PRODUCTS_BY_NAME["nmf"], scan.scan_id))
-    return None
-
-
-def segment_inputs(wildcards):
-    """The scan store, and the nmf store only when the abundances are features."""
-    nmf = segment_nmf_store(wildcards)
-    return {"scan": str(LAYOUT.scan_store(wildcards.scan_id)), **({"nmf": nmf} if nmf else {})}
-
-
-def segment_nmf_arg(wildcards):
-    nmf = segment_nmf_store(wildcards)
-    return f"--nmf-store {shlex.quote(nmf)}" if nmf else ""
-
-
 rule segment:
     input:
         unpack(segment_inputs),
