@@ -179,6 +179,9 @@ def check_kind_params(kind: str, params: dict, n_points: int | None = None) -> l
     for prod in registry():
         if prod.applies_to(kind, params):
             out += [f"{prod.params_key}: {m}" for m in prod.impl().check(params[prod.params_key], n_points)]
+            # optional: problems across the kind's blocks (e.g. a feature that needs another product)
+            across = getattr(prod.impl(), "check_kind", None)
+            out += [f"{prod.params_key}: {m}" for m in (across(kind, params) if across else [])]
     return out
 
 

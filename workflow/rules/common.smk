@@ -123,3 +123,24 @@ def campaign_args(product):
 
 
 ALL_PRODUCT_TARGETS = [t for p in PRODUCTS for t in product_targets(p)]
+
+
+# ---- segment: its job takes the scan's nmf store only when the NMF abundances are features
+def segment_nmf_store(wildcards):
+    """The scan's nmf store when its segment block uses the NMF abundances, else None."""
+    scan = scan_of(wildcards)
+    if scan.params[PRODUCTS_BY_NAME["segment"].params_key]["abundances"]:
+        return str(LAYOUT.product_store(PRODUCTS_BY_NAME["nmf"], scan.scan_id))
+    return None
+
+
+def segment_inputs(wildcards):
+    """The scan store, and the nmf store only when the abundances are features."""
+    nmf = segment_nmf_store(wildcards)
+    return {"scan": str(LAYOUT.scan_store(wildcards.scan_id)), **({"nmf": nmf} if nmf else {})}
+
+
+def segment_nmf_arg(wildcards):
+    """`--nmf-store <store>` of the segment command when the abundances are features, else nothing."""
+    nmf = segment_nmf_store(wildcards)
+    return f"--nmf-store {shlex.quote(nmf)}" if nmf else ""

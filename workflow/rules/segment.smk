@@ -4,11 +4,12 @@ _SEGMENT = PRODUCTS_BY_NAME["segment"]
 
 rule segment:
     input:
-        str(LAYOUT.scan_store("{scan_id}")),
+        unpack(segment_inputs),
     output:
         **product_outputs(_SEGMENT),
     params:
         args=step_args("segment", _SEGMENT.params_key),
+        nmf=segment_nmf_arg,
         seed=CONFIG["seed"],
         dashboard=DASHBOARD,
         cli=XAFSFLOW,
@@ -21,6 +22,6 @@ rule segment:
     benchmark:
         str(LAYOUT.benchmark("segment", "{scan_id}"))
     shell:
-        "NUMBA_NUM_THREADS={threads} {params.cli} segment {input:q} --scan-id {wildcards.scan_id} {params.args}"
-        " --threads {threads} --mem-mb {resources.mem_mb} {params.dashboard} --seed {params.seed}"
+        "NUMBA_NUM_THREADS={threads} {params.cli} segment {input.scan:q} --scan-id {wildcards.scan_id} {params.args}"
+        " {params.nmf} --threads {threads} --mem-mb {resources.mem_mb} {params.dashboard} --seed {params.seed}"
         " --out {output.store:q} --tsv {output.tsv:q} --png {output.png:q} > {log:q} 2>&1"

@@ -10,8 +10,12 @@ grains, features, parameters, the C curve, provenance), ``<scan_id>.mrf.tsv``
 ``min_grain_area`` pixels) and ``<scan_id>.mrf.png``.
 
 Pixels with a non-positive edge step, or whose features cannot be found, are
-masked (label -1). NMF abundances as features are to come with the nmf
-product (``abundances`` must stay false until then).
+masked (label -1). With ``abundances: true`` the scan's NMF store
+(``<scan_id>.nmf.zarr`` of the nmf product, ``--nmf-store``) adds its
+abundance maps W (one feature ``abundance_<i>`` per component, unit: edge
+steps); pixels the NMF excluded are masked too. The workflow then makes the
+segment job depend on that store; a kind whose nmf product is disabled is
+refused at dry run (:func:`check_kind`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ _MRF_KEYS = ("neighbours", "beta", "beta_max", "em_iterations", "mf_sweeps", "to
 
 
 def add_arguments(p) -> None:
-    """``xafsflow segment`` has only the common options."""
+    """``xafsflow segment``: the common options and the NMF store the abundance features come from."""
+    p.add_argument("--nmf-store", default=None,
+                   help="the scan's nmf store (<scan_id>.nmf.zarr): its abundance maps W are features "
+                        "when the segment block has abundances: true")
 
 
 def check(params: dict, n_points: int | None = None) -> list[str]:
@@ -53,14 +60,21 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     lo, hi = params["window"]
     if not lo < hi:
         problems.append(f"window [{lo}, {hi}] is not ordered (start below end)")
-    if params["abundances"]:
-        problems.append("abundances: NMF abundance features need the nmf product, which is not available yet; "
-                        "set abundances to false")
     if params["inference"] == "gibbs" and params["gibbs_burn"] >= params["gibbs_sweeps"]:
         problems.append(f"gibbs_burn ({params['gibbs_burn']}) must be below gibbs_sweeps ({params['gibbs_sweeps']})")
     if params["beta"] is not None and params["beta"] > params["beta_max"]:
         problems.append(f"beta ({params['beta']}) is above beta_max ({params['beta_max']})")
     return problems
+
+
+def check_kind(kind: str, params: dict) -> list[str]:
+    """Problems across blocks of one kind's resolved parameters: abundances need the nmf product."""
+    from xafsflow.products import get
+
+    if params[PRODUCT.params_key]["abundances"] and not get("nmf").applies_to(kind, params):
+        return [f"abundances: true needs the nmf product, which is disabled for {kind} scans "
+                f"(analysis.{kind}.nmf.enabled: false); enable it or set abundances to false"]
+    return []
 
 
 def summary(attrs: dict) -> dict:
@@ -85,19 +99,57 @@ def run(args) -> str:
     attrs = dict(st.open_store(args.scan_store).attrs)
     params = load_params(args, scan_kind(PRODUCT, attrs, args.scan_store))
     scan_id = args.scan_id or attrs.get("scan_id", "scan")
+    extra_maps, extra_prov = None, None
+    if params["segment"]["abundances"]:
+        if not args.nmf_store:
+            src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(args.scan_store))
+            raise AnalysisInputError("segment: abundances: true needs the scan's nmf store (--nmf-store "
+                                     "<scan_id>.nmf.zarr); make the nmf product first", src)
+        extra_maps, extra_prov = abundance_maps(args.nmf_store, args.scan_store)
+    kw = dict(extra_maps=extra_maps, provenance_extra=extra_prov)
     if args.threads > 1:
         from xafsflow.distributed import client
 
         with client(args.threads, args.mem_mb, dashboard=args.dashboard):
             out = run_segment(args.scan_store, args.out, args.tsv, args.png, params, scan_id, args.seed,
-                              args.params_hash)
+                              args.params_hash, **kw)
     else:
         out = run_segment(args.scan_store, args.out, args.tsv, args.png, params, scan_id, args.seed,
-                          args.params_hash)
+                          args.params_hash, **kw)
     return (f"segment: C = {out['n_classes']}, {out['n_grains']} grains, beta = {out['beta']:.3f} -> {args.out}")
 
 
 # ------------------------------------------------------------------ steps
+def abundance_maps(nmf_store, scan_store=None) -> tuple[dict, dict]:
+    """The NMF abundance maps of a scan as extra features, and what provenance records of them.
+
+    Returns ``({"abundance_<i>": (y, x) float64}, {"nmf_store": ..., "nmf_k": k, ...})``;
+    pixels the NMF excluded (its ``mask``) are NaN, so :func:`~xafsflow.imaging.features.standardize`
+    masks them. With ``scan_store``, the maps must have its (y, x) shape.
+    """
+    try:
+        g = st.open_store(nmf_store)
+    except Exception:
+        raise AnalysisInputError("segment: cannot open the nmf store; make the nmf product first",
+                                 str(nmf_store)) from None
+    if "W" not in g or g["W"].ndim != 3:
+        raise AnalysisInputError("segment: the nmf store has no abundance maps W (component, y, x)", str(nmf_store))
+    W = np.asarray(g["W"][...], dtype=np.float64)
+    excluded = np.asarray(g["mask"][...], bool) if "mask" in g else np.zeros(W.shape[1:], bool)
+    if scan_store is not None:
+        norm = st.open_store(scan_store)["norm"]
+        if tuple(norm.shape[1:]) != W.shape[1:]:
+            raise AnalysisInputError(f"segment: the nmf store's maps are {W.shape[1]} x {W.shape[2]} pixels, the "
+                                     f"stack {norm.shape[1]} x {norm.shape[2]}: not this scan's nmf store",
+                                     str(nmf_store))
+    maps = {f"abundance_{i}": np.where(excluded, np.nan, W[i]) for i in range(W.shape[0])}
+    attrs = dict(g.attrs)
+    prov = {"nmf_store": str(nmf_store), "nmf_k": int(W.shape[0]),
+            "nmf_config_hash": attrs.get(st.PROVENANCE_KEY, {}).get("config_hash"),
+            "nmf_excluded_pixels": int(excluded.sum())}
+    return maps, prov
+
+
 def read_features(scan_store, p: dict, extra_maps: dict | None = None):
     """(FeatureMaps, map chunks (rows, cols), source name, scan attributes) of a normalized stack store.
 
@@ -159,11 +211,13 @@ def grains(labels: np.ndarray, neighbours: int):
 
 
 def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
-                params_hash: str | None = None, extra_maps: dict | None = None) -> dict:
+                params_hash: str | None = None, extra_maps: dict | None = None,
+                provenance_extra: dict | None = None) -> dict:
     """Segment one stack and write ``out`` (Zarr), ``tsv`` and ``png``; returns the store's main attributes.
 
-    ``extra_maps`` ({name: (y, x) array}) are more features (the hook for the
-    NMF abundances, to be wired when the nmf product exists).
+    ``extra_maps`` ({name: (y, x) array}, NaN where unusable) are more features,
+    e.g. the NMF abundances of :func:`abundance_maps`; ``provenance_extra`` is
+    recorded in provenance (where they came from).
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -217,7 +271,7 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
     prov = st.provenance("segment", [], {"segment": p}, campaign_seed, params_hash, maps.notes + sel.notes,
                          extra={"scan_store_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
                                 "task_seeds": {"gmm": gmm_seed, "gibbs_key": gibbs_key},
-                                "chunked": chunks is not None})
+                                "chunked": chunks is not None, **(provenance_extra or {})})
     rows = map_chunks[0]
     with st.atomic_store(out) as g:
         st.put_array(g, "labels", labels, ("y", "x"), chunks=(rows, nx),
