@@ -170,6 +170,7 @@ def test_nagata_free_energy_selects_three_components():
     assert res.k_selected == 3 or res.p_k[2] > 0.2
 
 
+@pytest.mark.slow  # two minutes of nested sampling: `make test-slow`
 def test_dynesty_evidence_agrees():
     dynesty = pytest.importorskip("dynesty")
 
