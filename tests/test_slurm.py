@@ -50,9 +50,12 @@ def test_demo_campaign_runs_under_slurm(slurm_cluster, workdir):
     )
     assert p.returncode == 0, (p.stdout[-3000:] + p.stderr[-6000:])
     res = workdir / "results" / "demo"
-    stores = sorted((res / "scans").glob("*.zarr")) + sorted((res / "posterior").glob("*.zarr"))
-    assert len(list((res / "scans").glob("*.zarr"))) == 8
-    assert len(list((res / "posterior").glob("*.zarr"))) == 3  # two XANES scans and the XMCD pair
+    # one scan of each kind: 5 scan stores and every product's stores (the domain model included)
+    stores = sorted(p for p in res.glob("*/*.zarr") if p.parent.name not in ("raw", "checkpoints"))
+    assert len(list((res / "scans").glob("*.zarr"))) == 5
+    assert len(list((res / "posterior").glob("*.zarr"))) == 2  # the XANES scan and the XMCD pair
+    assert {p.parent.name for p in stores} == {"scans", "posterior", "sparse-structure", "segmentation",
+                                                 "domain-parameter"}
     assert (res / "summary.tsv").is_file() and (res / "report.html").is_file()
     # every product was made inside a SLURM job, whose log Snakemake's plugin kept
     log_ids = {m.group(1) for f in (workdir / ".snakemake" / "slurm_logs").rglob("*.log")
