@@ -301,13 +301,19 @@ def xanes_default_priors(e_lo: float, e_hi: float, e0: float) -> dict:
 def xanes_model(K: int, e_lo: float, e_hi: float, e0: float, priors: dict | None = None) -> SpectralModel:
     """arctan step + pseudo-Voigt white line + K Gaussians, for a normalized spectrum."""
     pri = {**xanes_default_priors(e_lo, e_hi, e0), **(priors or {})}
-    ps = [prior_from_config(pri[n], n) for n in XANES_BG_NAMES]
-    names = list(XANES_BG_NAMES)
+    ps, names = _background_then_areas(pri, XANES_BG_NAMES, K)
+    return SpectralModel("xanes", K, ps, names, COMP_GAUSS_AREA, BG_XANES, len(XANES_BG_NAMES))
+
+
+def _background_then_areas(pri: dict, bg_names, K: int) -> tuple[list[Prior], list[str]]:
+    """Priors and names: the background's parameters, then (area, centre, width) of K components."""
+    ps = [prior_from_config(pri[n], n) for n in bg_names]
+    names = list(bg_names)
     for k in range(1, K + 1):
         for key in ("area", "centre", "width"):
             ps.append(prior_from_config(pri[key], f"{key}_{k}"))
             names.append(f"{key}_{k}")
-    return SpectralModel("xanes", K, ps, names, COMP_GAUSS_AREA, BG_XANES, len(XANES_BG_NAMES))
+    return ps, names
 
 
 def preedge_default_priors(e_lo: float, e_hi: float, resolution: float, e0: float) -> dict:
@@ -354,12 +360,7 @@ def preedge_model(K: int, e_lo: float, e_hi: float, resolution: float, e0: float
     """
     pri = {**preedge_default_priors(e_lo, e_hi, resolution, e0), **(priors or {})}
     pri["x_ref"] = {"dist": "fixed", "value": float(e_lo)}
-    ps = [prior_from_config(pri[n], n) for n in PREEDGE_BG_NAMES]
-    names = list(PREEDGE_BG_NAMES)
-    for k in range(1, K + 1):
-        for key in ("area", "centre", "width"):
-            ps.append(prior_from_config(pri[key], f"{key}_{k}"))
-            names.append(f"{key}_{k}")
+    ps, names = _background_then_areas(pri, PREEDGE_BG_NAMES, K)
     return SpectralModel("preedge", K, ps, names, COMP_GAUSS_AREA, BG_PREEDGE, len(PREEDGE_BG_NAMES))
 
 

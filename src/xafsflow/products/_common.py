@@ -20,6 +20,11 @@ def add_scan_product_arguments(p, product) -> None:
     p.add_argument("--scan-id", default=None, help="scan id for the random streams (default: from the store)")
     p.add_argument("--params", type=json_arg, default=None,
                    help="analysis parameters of the scan's kind as JSON (default: the schema's defaults)")
+    _add_run_arguments(p, product)
+
+
+def _add_run_arguments(p, product) -> None:
+    """Resources and outputs, the same for per-scan and campaign-level products."""
     p.add_argument("--threads", type=int, default=1, help="Dask worker processes")
     p.add_argument("--mem-mb", type=int, default=2000, help="memory of the step (MB), split over the workers")
     p.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on localhost")
@@ -52,12 +57,7 @@ def add_campaign_product_arguments(p, product) -> None:
     """Options of a campaign-level product command (no scan store: it is made from the configuration)."""
     p.add_argument("--params", type=json_arg, default=None,
                    help="analysis parameters of the product's kind as JSON (default: the schema's defaults)")
-    p.add_argument("--threads", type=int, default=1, help="Dask worker processes")
-    p.add_argument("--mem-mb", type=int, default=2000, help="memory of the step (MB), split over the workers")
-    p.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on localhost")
-    p.add_argument("--out", required=True, help=f"{product.name} store (.zarr)")
-    p.add_argument("--tsv", required=True, help="table of the product")
-    p.add_argument("--png", required=True, help="figure of the product")
+    _add_run_arguments(p, product)
 
 
 def campaign_block(product, config: dict) -> dict:
