@@ -17,6 +17,7 @@ import numpy as np
 from xafsflow.bayes import free_energy as fe
 from xafsflow.bayes.models import SpectralModel, peaks_model, preedge_model, xanes_model
 from xafsflow.bayes.remc import ChainSettings, run_chain
+from xafsflow.bayes.settings import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
 from xafsflow.errors import AnalysisInputError
 from xafsflow.seeds import seed_sequence
 
@@ -374,12 +375,6 @@ def n_parameters(model: str, K: int) -> int:
     """Free parameters of ``model`` with K components (background + 3 per component)."""
     return BACKGROUND_PARAMS[model] + 3 * K
 
-
-# free background parameters of each model
-BACKGROUND_PARAMS = {"peaks": 0, "xanes": 7, "preedge": 5, "xmcd": 0}
-# A spectrum must have at least this many points per free parameter of the largest model
-# (N - P >= P: as many residual degrees of freedom as parameters, for the noise estimate).
-MIN_POINTS_PER_PARAMETER = 2
 
 
 def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,

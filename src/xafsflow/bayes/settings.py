@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# free background parameters of each model (the rest is 3 per component)
+BACKGROUND_PARAMS = {"peaks": 0, "xanes": 7, "preedge": 5, "xmcd": 0}
+# A spectrum must have at least this many points per free parameter of the largest model
+# (N - P >= P: as many residual degrees of freedom as parameters, for the noise estimate).
+MIN_POINTS_PER_PARAMETER = 2
+
 
 @dataclass
 class ChainSettings:

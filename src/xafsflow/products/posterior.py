@@ -98,7 +98,7 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         One message per problem, in the words the job itself would use.
     """
     from xafsflow.bayes.models import check_priors
-    from xafsflow.bayes.posterior import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
+    from xafsflow.bayes.settings import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
 
     problems = []
     try:
