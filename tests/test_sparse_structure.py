@@ -237,7 +237,7 @@ def test_real_cu_foil_first_shell(cu_store, tmp_path, feff_cache):
 
 
 def test_real_fe_foil_first_two_shells(fe_store, tmp_path, feff_cache):
-    res, _ = _run_product(fe_store, tmp_path, {"bootstrap": 0, "de0_range": [-15.0, 15.0]}, feff_cache=feff_cache)
+    res, _ = _run_product(fe_store, tmp_path, {"bootstrap": 0}, feff_cache=feff_cache)  # default dE0 range ±15 eV
     rs = [s.r for s in res.shells]
     for target in (2.48, 2.87):
         assert min(abs(r - target) for r in rs) < 0.04, (target, rs)

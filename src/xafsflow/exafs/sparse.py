@@ -108,7 +108,7 @@ class SparseSpec:
     one_se: bool = False
     penalty: str = "columns"
     cv_refit: bool = True
-    de0_range: tuple = (-10.0, 10.0)
+    de0_range: tuple = (-15.0, 15.0)
     de0_step: float = 2.0
     merge_distance: float = 0.05
     min_fraction: float = 0.05
