@@ -105,8 +105,17 @@ def test_measured_centroids_lie_in_the_pre_edge_region(fe_scans, tmp_path):
     default range, which moves its centroid up to Fe2O3's (README, "Pre-edge").
     """
     for name in ("fe2o3_rt", "feo_rt1"):
-        c = _centroid_draws(_run(fe_scans[name], tmp_path, name, **SHORT_PARAMS))
+        store = _run(fe_scans[name], tmp_path, name, **SHORT_PARAMS)
+        c = _centroid_draws(store)
         assert 7110.0 <= np.median(c) <= 7117.0, name
+        # the flag says when a component models the edge onset or the cut (1 eV default margin)
+        g = open_store(store)
+        k = dict(g.attrs)["k_selected"]
+        e = g["energy"][...]
+        centres = [np.median(g[f"K{k}/posterior/centre_{j + 1}"][...]) for j in range(k)]
+        at_end = any(c - e.min() < 1.0 or e.max() - c < 1.0 for c in centres)
+        flagged = any(f.startswith("component_at_range_end") for f in dict(g.attrs)["flags"])
+        assert flagged == at_end, (name, centres, dict(g.attrs)["flags"])
 
 
 def test_range_is_relative_to_the_tabulated_edge(fe_scans, tmp_path):
@@ -136,3 +145,22 @@ def test_no_tabulated_edge_is_a_clear_error(tmp_path, demo_dir):
     assert r.returncode != 0
     assert "tabulated edge" in r.stderr and "preedge.reference: absolute" in r.stderr
     assert not (d / "o.zarr").exists() and not (d / "o.tsv").exists()
+
+
+@pytest.mark.parametrize("centres, flagged", [((7112.5, 7114.6), False), ((7112.5, 7117.2), True),
+                                             ((7100.4, 7112.5), True)])
+def test_component_at_range_end_is_flagged(centres, flagged):
+    """A selected component whose median centre sits within 1 eV of the fitted range's ends."""
+    from xafsflow.products.posterior import _component_at_range_end
+
+    x = np.arange(7100.0, 7118.0, 0.25)  # range ends 7100 and 7117.75
+    spec = PosteriorSpec(model="preedge", e0=7124.0)
+    model = spec.build(2, x)
+    rng = np.random.default_rng(0)
+    samples = np.zeros((2, 50, model.n_params))
+    samples[..., NB + 1::3] = np.array(centres) + rng.normal(0, 0.1, (2, 50, 2))
+    got = _component_at_range_end({"samples": samples}, spec, x, 2, 1.0)
+    assert (got is not None) == flagged
+    if flagged:
+        assert abs(got - [c for c in centres if c < 7101 or c > 7116.75][0]) < 0.2
+    assert _component_at_range_end({"samples": samples}, spec, x, 2, 0.0) is None  # margin 0: off

@@ -207,8 +207,14 @@ def model_priors(p: dict, x: np.ndarray, y: np.ndarray, kind: str) -> dict:
     return {**peaks_default_priors(x, y), **given}
 
 
-def quality_flags(res, q: dict) -> list[str]:
-    """The product's flags for ``summary.tsv`` (thresholds from the ``quality`` block)."""
+def quality_flags(res, q: dict, spec=None, x=None) -> list[str]:
+    """The product's flags for ``summary.tsv`` (thresholds from the ``quality`` block).
+
+    With ``spec`` and ``x`` given, a ``preedge`` fit whose selected components
+    include one with its median centre within ``range_end_margin`` eV of either
+    end of the fitted range is flagged: such a component models the edge onset
+    (or the range cut), not a pre-edge transition, and moves the centroid.
+    """
     flags = []
     ent = res.per_k[res.k_selected]
     p_sel = float(res.p_k[res.ks.index(res.k_selected)])
@@ -227,10 +233,25 @@ def quality_flags(res, q: dict) -> list[str]:
         flags.append("sigma_at_ladder_edge")
     if q["k_at_limit"] and res.k_selected == max(res.ks):
         flags.append(f"k_at_limit(K={res.k_selected})")
+    end = _component_at_range_end(ent, spec, x, res.k_selected, q["range_end_margin"]) if spec is not None else None
+    if end is not None:
+        flags.append(f"component_at_range_end({end:.1f})")
     conv = ent.get("convergence")
     if conv is not None and not conv["converged"] and conv.get("enabled", True):
         flags.append(f"not_converged({','.join(conv['failing'])} after {conv['sweeps']} sweeps)")
     return flags
+
+
+def _component_at_range_end(ent: dict, spec, x, K: int, margin: float) -> float | None:
+    """Median centre (eV) of a pre-edge component within ``margin`` of the range ends, else None."""
+    if spec.model != "preedge" or margin <= 0 or K == 0:
+        return None
+    model = spec.build(K, x)
+    lo, hi = float(x[0]), float(x[-1])
+    flat = np.asarray(ent["samples"]).reshape(-1, model.n_params)
+    centres = np.median(flat[:, model.nb + 1::3], axis=0)
+    near = [c for c in centres if c - lo < margin or hi - c < margin]
+    return float(near[0]) if near else None
 
 
 def run(args) -> str:
@@ -291,7 +312,7 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     else:
         res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
                       progress=progress)
-    flags = quality_flags(res, p["quality"])
+    flags = quality_flags(res, p["quality"], spec, x)
     write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store, window)
     write_tsv(tsv, res, spec)
     plot_posterior(png, res, x, y, spec, scan_id, x_label)
