@@ -203,7 +203,12 @@ class IngestRequest:
 
     @property
     def inputs(self) -> list[str]:
-        return list(self.paths) + ([self.energies] if self.energies else [])
+        """Input files (a folder stack: its files; flat and dark frames) for the provenance's checksums."""
+        files: list[str] = []
+        for p in self.paths:
+            files += sorted(str(f) for f in Path(p).iterdir()) if Path(p).is_dir() else [p]
+        side = [self.fields[f] for f in ("flat", "dark") if self.fields.get(f)]
+        return files + ([self.energies] if self.energies else []) + side
 
     def attrs(self) -> dict:
         return {"scan_id": self.scan_id, "kind": self.kind, "format": self.fmt, "sheet_fields": self.fields}

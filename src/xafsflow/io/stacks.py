@@ -243,10 +243,14 @@ class TiffPages:
             raise FileFormatError(f"expected a 3-D (energy, y, x) stack, found shape {shape}", self.path)
         self.series = series
         self.n, self.shape, self.dtype = shape[0], shape[1:], series.dtype
+        # a 3- or 4-frame stack may have been written as one planar multi-sample page: read it whole
+        self._whole = series.asarray().reshape(shape) if len(series.pages) != shape[0] else None
         self.pixel_size_um = tiff_pixel_size(self.tif)
         self.meta = {"tiff_shape": list(shape), "tiff_dtype": str(self.dtype)}
 
     def frame(self, k: int) -> np.ndarray:
+        if self._whole is not None:
+            return self._whole[k]
         return _as_frame(self.series.pages[k].asarray(), self.path, k)
 
     def close(self):
