@@ -50,9 +50,10 @@ def _write_folder(folder: Path, frames, names, pixel_size_um=None):
         tifffile.imwrite(folder / n, np.asarray(f), **kw)
 
 
-def _ingest(tmp_path, fmt, path, fields=None, energies=None, out="raw.zarr"):
+def _ingest(tmp_path, fmt, path, fields=None, energies=None, out="raw.zarr", chunk_pixels=100):
     return open_store(ingest("s1", "stack", fmt, [str(path)], tmp_path / out, fields=fields or {},
-                             energies=None if energies is None else str(energies), chunk_pixels=100, seed=1))
+                             energies=None if energies is None else str(energies), chunk_pixels=chunk_pixels,
+                             seed=1))
 
 
 def read_provenance(g) -> dict:
@@ -292,3 +293,85 @@ def test_bad_stack_input_raises_and_writes_nothing(tmp_path, _scratch, case):
     for w in words:
         assert w in str(err.value), (w, str(err.value))
     _nothing_written(tmp_path, _scratch)
+
+
+# ------------------------------------------------------------------------------------------ real data
+STXM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stxm" / "als_fe_l23_71214098"
+if not STXM.exists():
+    STXM = Path("/work/shared/data/stxm/als_fe_l23_71214098")
+
+
+@pytest.mark.skipif(not (STXM / "71214098.hdr").exists(), reason="shared STXM data not present")
+def test_real_stxm_frames_as_tiff_folder_with_i0_region_and_registration(tmp_path):
+    """The shared STXM counts as per-energy TIFFs named by energy, listed '<file> <energy>' from the highest
+    energy down, with its empty top-left corner (about 308 counts in every frame) as the I0 region.
+
+    The authors aligned this stack frame to frame, so every measured drift is within one upsampled step
+    (0.1 px) of zero, and OD equals -ln(I / corner mean) on the raw counts.
+    """
+    import tifffile
+
+    from xafsflow.io.stxm import read_header
+
+    h = read_header(STXM / "71214098.hdr")
+    e = h["energies"]
+    sel = np.arange(0, e.size, 4)  # every 4th frame keeps the test fast
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    counts = {}
+    for k in sel:
+        counts[k] = np.loadtxt(STXM / f"71214098_a{k:03d}.xim")
+        tifffile.imwrite(folder / f"fe_{k}.tif", counts[k].astype(np.float32))
+    (tmp_path / "energies.txt").write_text("".join(f"fe_{k}.tif {e[k]:.3f}\n" for k in sel[::-1]))
+    g = _ingest(tmp_path, "tiff_folder", folder, {"i0_region": "x=0:20, y=0:20", "register": "middle",
+                                                   "pixel_size": h["pixel_size_um"]}, tmp_path / "energies.txt",
+                chunk_pixels=4500)
+    np.testing.assert_allclose(g["energy"][...], np.round(e[sel], 3))
+    shifts = g["registration_shift"][...]
+    assert np.max(np.abs(shifts)) <= 0.1 + 1e-9
+    mu = g["mu"][...]
+    valid = np.all(np.isfinite(mu), axis=0)
+    j = len(sel) // 2  # the reference frame: not shifted
+    c = counts[sel[j]].astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(mu[j][valid], -np.log(c / c[:20, :20].mean())[valid], rtol=0, atol=2e-6)
+    assert abs(np.nanmean(mu[:, :20, :20])) < 0.01  # the empty corner has no absorbance
+    assert dict(g.attrs)["pixel_size_um"] == pytest.approx(0.08)
+
+
+# -------------------------------------------------------------------------------------------- workflow
+@pytest.mark.workflow
+def test_tiff_folder_stack_through_the_workflow(tmp_path):
+    """A tiny campaign: one tiff_folder stack of transmitted counts, OD from an I0 region, registration,
+    through Snakemake's ingest and normalize rules."""
+    import tifffile
+
+    from conftest import REPO, run_snakemake
+
+    rng = np.random.default_rng(5)
+    e = np.arange(7050.0, 7250.0, 5.0)
+    ny, nx = 16, 16
+    thick = np.zeros((ny, nx))
+    thick[5:, :] = 0.5 + gaussian_filter(rng.random((ny - 5, nx)), 1.5)  # rows 0-4 empty
+    edge = 0.3 + 0.7 / (1 + np.exp(-(e - 7120.0) / 3.0))
+    i0 = 1e4 * (1 + 0.001 * (e - e[0]))
+    counts = i0[:, None, None] * np.exp(-edge[:, None, None] * thick[None])
+    folder = tmp_path / "raw" / "stk"
+    _write_folder(folder, counts.astype(np.float32), [f"E{k}.tif" for k in range(e.size)])
+    (tmp_path / "raw" / "stk_energies.txt").write_text("\n".join(f"{v:.1f}" for v in e) + "\n")
+    sheet = tmp_path / "scans.tsv"
+    sheet.write_text("scan_id\tkind\tpath\tformat\tenergy\ti0_region\tregister\telement\tedge\toverrides\n"
+                     "tf\tstack\traw/stk\ttiff_folder\traw/stk_energies.txt\tx=0:16, y=0:5\tfirst\tCo\tK\t"
+                     "normalize.pre1=-60; normalize.pre2=-25; normalize.norm1=40; normalize.nnorm=1\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"campaign: tf\nseed: 1\nscans: {sheet}\nresults: results\n")
+    target = "results/tf/scans/tf.zarr"
+    p = run_snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), "--configfile", str(cfg),
+                      "--cores", "2", target)
+    assert p.returncode == 0, p.stderr[-3000:]
+    g = open_store(tmp_path / target)
+    step = g["edge_step"][...]
+    assert np.all(np.isnan(step[:5]))  # no sample: not normalized
+    np.testing.assert_allclose(step[5:], 0.7 * thick[5:], rtol=0.02)
+    raw = open_store(tmp_path / "results/tf/raw/tf.zarr")
+    assert np.all(np.abs(raw["registration_shift"][...]) <= 0.1)  # the frames did not drift
+    assert "i0_region" not in str(read_provenance(g)["warnings"])
