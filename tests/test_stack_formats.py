@@ -375,3 +375,34 @@ def test_tiff_folder_stack_through_the_workflow(tmp_path):
     raw = open_store(tmp_path / "results/tf/raw/tf.zarr")
     assert np.all(np.abs(raw["registration_shift"][...]) <= 0.1)  # the frames did not drift
     assert "i0_region" not in str(read_provenance(g)["warnings"])
+
+
+# ------------------------------------------------------------------------------------------- the sheet
+SHEET_HEADER = "scan_id\tkind\tpath\tformat\tenergy\ti0_region\tflat\tdark\tregister\tregister_upsample\n"
+
+
+@pytest.mark.parametrize("cells, field, words", [
+    ("stk\t\t\t\t\t\t", "energy", "energies file"),
+    ("stk\tnope.txt\t\t\t\t\t", "energy", "does not exist"),
+    ("stk\te.txt\tx=0:5\t\t\t\t", "i0_region", "does not match"),
+    ("stk\te.txt\t\t\td.tif\t\t", "dark", "needs a flat"),
+    ("stk\te.txt\tx=0:5, y=0:5\tf.tif\t\t\t", "flat", "not both"),
+    ("stk\te.txt\t\tmissing.tif\t\t\t", "flat", "does not exist"),
+    ("stk\te.txt\t\t\t\tsecond\t", "register", "does not match"),
+    ("stk\te.txt\t\t\t\tfirst\t0", "register_upsample", "less than the minimum"),
+])
+def test_bad_stack_sheet_rows_stop_before_any_job(tmp_path, monkeypatch, cells, field, words):
+    from xafsflow.campaign import load_campaign
+    from xafsflow.errors import ScanSheetError
+
+    monkeypatch.chdir(tmp_path)
+    _write_folder(tmp_path / "stk", _mu(), [f"{i}.tif" for i in range(ENERGIES.size)])
+    (tmp_path / "e.txt").write_text("\n".join(map(str, ENERGIES)))
+    for f in ("d.tif", "f.tif"):
+        (tmp_path / f).write_bytes(b"")
+    path, rest = cells.split("\t", 1)
+    (tmp_path / "scans.tsv").write_text(f"{SHEET_HEADER}a\tstack\t{path}\ttiff_folder\t{rest}\n")
+    with pytest.raises(ScanSheetError) as err:
+        load_campaign({"campaign": "t", "scans": "scans.tsv"})
+    msg = str(err.value)
+    assert f"field {field!r}" in msg and words in msg, msg
