@@ -406,3 +406,17 @@ def test_bad_stack_sheet_rows_stop_before_any_job(tmp_path, monkeypatch, cells, 
         load_campaign({"campaign": "t", "scans": "scans.tsv"})
     msg = str(err.value)
     assert f"field {field!r}" in msg and words in msg, msg
+
+
+@pytest.mark.skipif(not (STXM / "71214098.hdr").exists(), reason="shared STXM data not present")
+def test_real_stxm_with_everything_masked_writes_nothing(tmp_path):
+    """The shared STXM stack with a mask file excluding every pixel: an error, no store."""
+    d = tmp_path / "stxm"
+    d.mkdir()
+    for f in STXM.iterdir():
+        if f.suffix != ".msk":
+            (d / f.name).symlink_to(f)
+    (d / "all.msk").write_text("\n".join(" " * 150 for _ in range(150)))
+    with pytest.raises(FileFormatError, match="every pixel is masked"):
+        ingest("s1", "stack", "stxm", [str(d / "71214098.hdr")], tmp_path / "raw.zarr", chunk_pixels=4500)
+    assert not (tmp_path / "raw.zarr").exists()
