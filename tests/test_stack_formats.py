@@ -420,3 +420,24 @@ def test_real_stxm_with_everything_masked_writes_nothing(tmp_path):
     with pytest.raises(FileFormatError, match="every pixel is masked"):
         ingest("s1", "stack", "stxm", [str(d / "71214098.hdr")], tmp_path / "raw.zarr", chunk_pixels=4500)
     assert not (tmp_path / "raw.zarr").exists()
+
+
+def test_masked_pixel_stays_masked_through_registration(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(2)
+    base = gaussian_filter(rng.random((40, 40)), 2.0) + 0.5
+    frames = np.stack([np.real(np.fft.ifft2(fourier_shift(np.fft.fft2(base), (0.0, s)))) for s in (0, 1.4, 2.2, 3)])
+    frames = np.concatenate([frames, frames[:2]]).astype(np.float32)
+    frames[2, 20, 20] = np.nan
+    tifffile.imwrite(tmp_path / "s.tif", frames, photometric="minisblack")
+    (tmp_path / "e.txt").write_text("\n".join(map(str, ENERGIES)))
+    g = _ingest(tmp_path, "tiff_stack", tmp_path / "s.tif", {"register": "first", "bad_pixels": "mask"},
+                tmp_path / "e.txt")
+    mu = g["mu"][...]
+    dx = g["registration_shift"][2, 1]
+    assert dx == pytest.approx(-2.2, abs=0.1)
+    # the NaN moved with its frame: about (20, 20 + dx), whole-pixel neighbours included
+    assert np.isnan(mu[2, 20, int(np.floor(20 + dx))]) and np.isnan(mu[2, 20, int(np.ceil(20 + dx))])
+    meta = dict(g.attrs)["file_metadata"]
+    assert meta["excluded_pixels"] > meta["registration_border_pixels"]

@@ -184,7 +184,9 @@ def apply_shift(frame: np.ndarray, shift) -> np.ndarray:
 
     The Fourier shift is exact for band-limited images and wraps around the
     frame's edges; the wrapped-in strips (``ceil(|shift|)`` rows / columns on the
-    side the image moved away from) are set to NaN.
+    side the image moved away from) are set to NaN, and so is every pixel that
+    draws on a NaN pixel of ``frame`` (its mask moved by the same shift, with
+    linear interpolation).
 
     Parameters
     ----------
@@ -203,6 +205,11 @@ def apply_shift(frame: np.ndarray, shift) -> np.ndarray:
         return np.asarray(frame, dtype=np.float64).copy()
     out = np.real(np.fft.ifft2(fourier_shift(np.fft.fft2(f), (dy, dx))))
     out[invalid_border(out.shape, [(dy, dx)])] = np.nan
+    bad = ~np.isfinite(np.asarray(frame, dtype=np.float64))
+    if bad.any():
+        from scipy.ndimage import shift as nd_shift
+
+        out[nd_shift(bad.astype(np.float64), (dy, dx), order=1, mode="constant", cval=0.0) > 1e-6] = np.nan
     return out
 
 

@@ -463,7 +463,12 @@ def stream_frames(source, order, scratch: str | Path, chunk_pixels: int, energie
         raise ValueError(f"bad_pixels must be one of {cor.NONPOSITIVE_POLICIES}, not {nonpositive!r}")
     ne, (ny, nx) = len(order), source.shape
     chunks = stack_chunks((ne, ny, nx), chunk_pixels)
-    where = getattr(source, "path", None) or getattr(source, "files", [None])[0]
+    files = getattr(source, "files", None)
+    where = getattr(source, "path", None) or files[0].parent
+
+    def where_of(j: int):
+        return files[int(order[j])] if files is not None else where
+
     label = (lambda j: f"frame {j} ({energies[j]:g} eV)") if energies is not None else (lambda j: f"frame {j}")
     frames_dir = Path(scratch) / f"stack.frames-{os.getpid()}-{id(source)}.zarr"
     z = zarr.create_array(str(frames_dir), shape=(ne, ny, nx), dtype=np.float32, chunks=(1, chunks[1], nx),
@@ -507,7 +512,7 @@ def stream_frames(source, order, scratch: str | Path, chunk_pixels: int, energie
                                      "hold absorbance (mu); for transmitted intensity give i0_region or flat")
                 f = np.where(bad, np.nan, f)
         except ValueError as exc:
-            raise FileFormatError(f"{label(j)}: {exc}", where) from None
+            raise FileFormatError(f"{label(j)}: {exc}", where_of(j)) from None
         n_masked += nb
         return f
 
@@ -655,7 +660,10 @@ def open_stack(fmt: str, path: str | Path, fields: dict, energies_file: str | Pa
         ref = _register_index(fields.get("register"), energies.size, path)
         if ref is not None:
             kw["register_ref"] = ref
-            kw["upsample"] = int(fields.get("register_upsample") or 10)
+            up = fields.get("register_upsample")
+            kw["upsample"] = 10 if up is None else int(up)
+            if kw["upsample"] < 1:
+                raise FileFormatError(f"register_upsample {up!r}: give a whole number >= 1 (default 10)", path)
             corr["registration"] = {"method": "phase correlation (skimage), Fourier shift",
                                     "reference_frame": ref, "reference_energy_eV": float(energies[ref]),
                                     "upsample": kw["upsample"]}
