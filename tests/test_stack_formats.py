@@ -269,6 +269,8 @@ BAD = {
                         ["repeats", "its own energy"]),
     "NaN in a frame": (lambda: np.where(np.arange(NX) == 3, np.nan, _mu()), "\n".join(map(str, ENERGIES)), None,
                        ["frame 0 (7100 eV)", "NaN or infinite", "bad_pixels to 'mask'"]),
+    "empty frame": (lambda: _mu() * np.array([1, 1, 1, np.nan, 1, 1])[:, None, None],
+                    "\n".join(map(str, ENERGIES)), {"bad_pixels": "mask"}, ["frame 3 (7120 eV)", "no finite value"]),
     "negative frame": (lambda: _mu() * np.array([1, 1, -1, 1, 1, 1])[:, None, None], "\n".join(map(str, ENERGIES)),
                        None, ["frame 2 (7115 eV)", "no positive value", "i0_region or flat"]),
     "negative intensity": (lambda: _counts() * np.where(np.arange(NX) == 0, -1, 1), "\n".join(map(str, ENERGIES)),

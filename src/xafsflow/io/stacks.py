@@ -507,6 +507,9 @@ def stream_frames(source, order, scratch: str | Path, chunk_pixels: int, energie
                 if nb and nonpositive == "error":
                     raise ValueError(f"{nb} NaN or infinite value(s): fix the file, or set bad_pixels to 'mask' "
                                      "to exclude those pixels")
+                if bad.all():
+                    raise ValueError("no finite value: the frame is empty or unreadable; remove it (and its "
+                                     "energy) or fix the file")
                 if np.all(f[~bad] <= 0):
                     raise ValueError("no positive value: a stack without an optical density correction must "
                                      "hold absorbance (mu); for transmitted intensity give i0_region or flat")
