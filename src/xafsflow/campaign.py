@@ -26,7 +26,7 @@ from xafsflow.errors import ConfigError, InputError, ScanSheetError
 # Sheet fields that name columns of the raw file (checked against its labels).
 COLUMN_FIELDS = ("energy", "i0", "itrans", "ifluor", "mu", "mu_minus")
 # Version of each step's output for the same input and parameters; part of its parameter hash.
-STEP_VERSIONS = {"ingest": 1, "normalize": 1}
+STEP_VERSIONS = {"ingest": 2, "normalize": 1}
 
 
 @dataclass
@@ -287,6 +287,12 @@ def _check_row_schema(r: _SheetRow) -> None:
                 row[key] = float(row[key])
             except ValueError:
                 r.fail(key, f"{row[key]!r} is not a number")
+    for key in ("register_upsample",):  # the sheet's integer fields
+        if key in row:
+            try:
+                row[key] = int(row[key])
+            except ValueError:
+                r.fail(key, f"{row[key]!r} is not a whole number")
     problems = schemas.problems(schemas.compiled("scans", defaults=False), row)
     if problems:
         where, msg = problems[0]
@@ -323,9 +329,22 @@ def _check_row_files(r: _SheetRow, kind: str, fmt: str) -> list[str]:
             r.fail(*problem)
     if fmt == "tiff_stack" and "energy" not in row:
         r.fail("energy", "a TIFF stack needs its energies file (one energy in eV per frame) in 'energy'")
+    if fmt == "tiff_folder" and "energy" not in row:
+        r.fail("energy", "a TIFF folder needs its energies file in 'energy' (one energy per image in natural "
+                         "file-name order, or lines '<file> <energy>')")
+    if "dark" in row and "flat" not in row:
+        r.fail("dark", "a dark frame needs a flat frame: give 'flat' too (or use i0_region)")
+    if "flat" in row and "i0_region" in row:
+        r.fail("flat", "give either i0_region or flat (and dark), not both")
     if fmt == "hdf5_stack" and "dataset" not in row:
         r.fail("dataset", "an HDF5 stack needs the dataset path of the (energy, y, x) array")
     return paths
+
+
+def stack_side_fields(fmt: str) -> tuple[str, ...]:
+    """Sheet fields of a row holding input files besides its path (energies file, flat and dark frames)."""
+    side = ("flat", "dark")
+    return (("energy",) + side) if fmt in ("tiff_stack", "tiff_folder") else side
 
 
 def _row_params(r: _SheetRow, config: dict, kind: str, cache: dict) -> dict:
@@ -383,10 +402,11 @@ def read_scan_sheet(path: str | Path, config: dict, produced: set[str] | None = 
         kind, fmt = r.row["kind"], r.row["format"]
         paths = _check_row_files(r, kind, fmt)
         params = _row_params(r, config, kind, params_cache)
-        extra = [r.row["energy"]] if fmt == "tiff_stack" else []
-        for p in paths + extra:
+        extra = {f: r.row[f] for f in stack_side_fields(fmt) if f in r.row}
+        for p in paths + list(extra.values()):
             if p not in produced and not Path(p).exists():
-                r.fail("energy" if p in extra else "path", f"raw file {p!r} does not exist and no rule produces it")
+                field_ = next((f for f, v in extra.items() if v == p), "path")
+                r.fail(field_, f"raw file {p!r} does not exist and no rule produces it")
         scan = Scan(r.sid, kind, fmt, paths, lineno, r.row, params)
         _check_file(scan, path)
         scans.append(scan)

@@ -47,7 +47,7 @@ def _add_ingest(sub) -> None:
     p.add_argument("--kind", required=True, choices=enum("scans", "kind"))
     p.add_argument("--format", required=True, choices=enum("scans", "format"))
     p.add_argument("--fields", type=json_arg, default={}, help="scan sheet fields as JSON (column mapping, element, ...)")
-    p.add_argument("--energies", default=None, help="energies file of a TIFF stack")
+    p.add_argument("--energies", default=None, help="energies file of a tiff_stack or tiff_folder")
     p.add_argument("--chunk-pixels", type=int, default=None, help="pixels per chunk of a stack (default: the schema's)")
     p.add_argument("--out", required=True, help="output store (.zarr)")
     _add_provenance_args(p)

@@ -203,7 +203,12 @@ class IngestRequest:
 
     @property
     def inputs(self) -> list[str]:
-        return list(self.paths) + ([self.energies] if self.energies else [])
+        """Input files (a folder stack: its files; flat and dark frames) for the provenance's checksums."""
+        files: list[str] = []
+        for p in self.paths:
+            files += sorted(str(f) for f in Path(p).iterdir()) if Path(p).is_dir() else [p]
+        side = [self.fields[f] for f in ("flat", "dark") if self.fields.get(f)]
+        return files + ([self.energies] if self.energies else []) + side
 
     def attrs(self) -> dict:
         return {"scan_id": self.scan_id, "kind": self.kind, "format": self.fmt, "sheet_fields": self.fields}
@@ -266,19 +271,13 @@ def _ingest_image(req: IngestRequest) -> None:
 
 
 def _open_stack(req: IngestRequest):
-    """(dask array (energy, y, x), energies, metadata, closer) of a TIFF or HDF5 stack."""
+    """(dask array (energy, y, x), increasing energies, metadata, closer) of a stack, corrections applied."""
     from xafsflow.distributed import scratch_dir
     from xafsflow.io import stacks
 
     if req.fmt == "stxm":
         return _open_stxm(req)
-    if req.fmt == "tiff_stack":
-        energies = stacks.read_energies(req.energies)
-        data, meta, closer = stacks.open_tiff_stack(req.paths[0], energies, req.chunk_pixels, scratch_dir())
-        return data, energies, meta, closer
-    data, energies, meta, closer = stacks.open_hdf5_stack(req.paths[0], req.fields["dataset"],
-                                                          req.fields.get("energy"), req.chunk_pixels)
-    return data, energies, meta, closer
+    return stacks.open_stack(req.fmt, req.paths[0], req.fields, req.energies, req.chunk_pixels, scratch_dir())
 
 
 def _open_stxm(req: IngestRequest):
@@ -303,6 +302,9 @@ def _open_stxm(req: IngestRequest):
         meta["masked_by_file"] = int(r["mask"].sum())
         meta["warnings"].append(f"{int(r['mask'].sum())} pixels excluded by the mask file "
                                 f"{Path(r['meta']['mask_file']).name} (OD set to NaN)")
+    if np.isnan(od).any(axis=0).all():
+        raise FileFormatError("every pixel is masked (mask file or non-positive counts): nothing is left to "
+                              "analyse; check the mask and the frames", req.paths[0])
     data = da.from_array(od.astype(np.float32), chunks=stack_chunks(od.shape, req.chunk_pixels))
     return data, np.asarray(r["energies"], dtype=np.float64), meta, None
 
@@ -310,26 +312,31 @@ def _open_stxm(req: IngestRequest):
 def _ingest_stack(req: IngestRequest) -> None:
     import dask.array as da
 
+    from xafsflow.io import stacks
+
     data, energies, meta, closer = _open_stack(req)
     chunks = data.chunksize
     try:
         warnings: list[str] = list(meta.pop("warnings", []))
-        order = np.argsort(energies)
-        if np.any(np.diff(energies[order]) <= 0):
-            raise FileFormatError("stack energies repeat; each frame needs its own energy",
-                                  req.energies or req.paths[0])
-        if not np.all(order == np.arange(energies.size)):
-            warnings.append("stack frames were not in increasing energy; reordered")
-            data = data[order].rechunk(chunks)
-            energies = energies[order]
+        shifts = meta.pop("registration_shifts", None)
+        order, reversed_ = stacks.frame_order(energies, req.energies or req.paths[0])
+        if reversed_:  # formats read whole (stxm); the others come in increasing energy
+            warnings.append("energies were strictly decreasing: frames reversed into increasing energy")
+            data, energies = data[order].rechunk(chunks), energies[order]
         data = data.astype(np.float32)
-        prov = req.provenance(warnings, {"chunks": list(chunks)})
+        px = req.fields.get("pixel_size") or meta.get("pixel_size_um")
+        prov = req.provenance(warnings, {"chunks": list(chunks), "corrections": meta.get("corrections", {}),
+                                         "energies_eV": energies.tolist(), "pixel_size_um": px,
+                                         "pixel_size_from": "sheet" if req.fields.get("pixel_size")
+                                         else ("file" if px is not None else None)})
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energies, ("energy",), attrs={"units": "eV"})
             target = st.create_array(g, "mu", data.shape, np.float32, ("energy", "y", "x"), chunks)
             da.store(data, target, lock=False, compute=True)
-            st.set_attrs(g, **req.attrs(), file_metadata=meta,
-                         pixel_size_um=req.fields.get("pixel_size") or meta.get("pixel_size_um"),
+            if shifts is not None:
+                st.put_array(g, "registration_shift", shifts, ("energy", "axis"),
+                             attrs={"units": "pixel", "axes": ["y", "x"], "meaning": "shift applied to each frame"})
+            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=px,
                          **{st.PROVENANCE_KEY: prov})
     finally:
         if closer is not None:

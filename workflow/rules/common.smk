@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from xafsflow.campaign import load_campaign
+from xafsflow.campaign import load_campaign, stack_side_fields
 from xafsflow.errors import InputError
 from xafsflow.layout import Layout
 from xafsflow.products import registry
@@ -46,7 +46,7 @@ def scan_of(wildcards):
 # callables build the DAG markedly faster (benchmarks/bench_dag.py).
 def ingest_inputs(wildcards):
     scan = scan_of(wildcards)
-    return {"raw": scan.paths, "energies": [scan.fields["energy"]] if scan.format == "tiff_stack" else []}
+    return {"raw": scan.paths, "side": [scan.fields[f] for f in stack_side_fields(scan.format) if f in scan.fields]}
 
 
 def _block_json(scan, block):
@@ -57,7 +57,8 @@ def _block_json(scan, block):
 def ingest_args(wildcards):
     """Arguments of `xafsflow ingest` for one scan, with the hash of what it depends on."""
     scan = scan_of(wildcards)
-    energies = f" --energies {shlex.quote(scan.fields['energy'])}" if scan.format == "tiff_stack" else ""
+    energies = (f" --energies {shlex.quote(scan.fields['energy'])}" if scan.format in ("tiff_stack", "tiff_folder")
+                else "")
     return (f"--kind {scan.kind} --format {scan.format}"
             f" --fields {shlex.quote(json.dumps(scan.fields, sort_keys=True))}{energies}"
             f" --params-hash {CAMPAIGN.step_hash(scan.scan_id, 'ingest')}")
