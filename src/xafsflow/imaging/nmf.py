@@ -18,7 +18,9 @@ path for stacks larger than memory and for a distributed cluster) and
 memory and a thread pool runs the numba per-block pass
 (:mod:`xafsflow.imaging.nmf_kernels`, which releases the GIL) over row tiles,
 summing the tiles' ``W_b^T X_b``, ``W_b^T W_b`` in tile order — no Dask graph
-is built per iteration. Both use the same kernel.
+is built per iteration. The Dask runner's workers do the same pass with its
+NumPy reference (:func:`hals_block_numpy`, tile by tile; no numba in workers,
+whose memory limit may be small).
 
 Initialization (deterministic, no random numbers): by default SPA — H from
 the k purest pixels found by successive projection in the top-k SVD subspace,
@@ -171,12 +173,61 @@ def _hals_update_w(x, w, H, n_sweeps):
     return w
 
 
-def _block_step(xb, mb, wb, H):
-    """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b (numba kernel)."""
-    from xafsflow.imaging.nmf_kernels import hals_block
+def hals_block_numpy(x, mask, w, H):
+    """NumPy reference: one HALS sweep of W's rows for block ``x`` (n, E) given H (k, E).
 
-    w = np.array(wb, dtype=np.float64, order="C", copy=True)  # a persisted block is never modified
-    return w, hals_block(xb, mb, w, H)
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, E)
+        Block of X (any float dtype); non-finite entries count as zero.
+    mask : numpy.ndarray of bool, shape (n,), or None
+        True for rows excluded (W = 0 there, no contribution).
+    w : numpy.ndarray, shape (n, k)
+        Current rows of W (not modified).
+    H : numpy.ndarray, shape (k, E)
+        Component spectra.
+
+    Returns
+    -------
+    w_new : numpy.ndarray, shape (n, k), float64
+    WtX : numpy.ndarray, shape (k, E), float64
+        ``w_new^T x``.
+    WtW : numpy.ndarray, shape (k, k), float64
+        ``w_new^T w_new``.
+    """
+    x = np.array(x, dtype=np.float64, copy=True)
+    x[~np.isfinite(x)] = 0.0
+    if mask is not None:
+        x[np.asarray(mask, dtype=bool)] = 0.0
+    w = np.array(w, dtype=np.float64, copy=True)
+    HHt = H @ H.T
+    XHt = x @ H.T
+    for j in range(H.shape[0]):
+        if HHt[j, j] > 0:
+            w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
+    if mask is not None:
+        w[np.asarray(mask, dtype=bool)] = 0.0
+    return w, w.T @ x, w.T @ w
+
+
+def _block_step(xb, mb, wb, H):
+    """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b.
+
+    The Dask runner's task: :func:`hals_block_numpy` over tiles of
+    :data:`TILE_ROWS` rows, so the float64 temporaries are one tile's whatever
+    the chunk. NumPy, not the numba kernel: importing numba and loading the
+    kernel costs a worker some 150 MB (measured: 171 MB -> 324 MB resident),
+    more than a small worker memory limit leaves.
+    """
+    n, k = xb.shape[0], H.shape[0]
+    w = np.empty((n, k))
+    WtX, WtW = np.zeros((k, xb.shape[1])), np.zeros((k, k))
+    for i0 in range(0, n, TILE_ROWS):
+        sl = slice(i0, min(i0 + TILE_ROWS, n))
+        w[sl], a, b = hals_block_numpy(xb[sl], None if mb is None else np.asarray(mb)[sl], wb[sl], H)
+        WtX += a
+        WtW += b
+    return w, (WtX, WtW)
 
 
 def _hals_update_h(H, WtX, WtW):

@@ -9,7 +9,9 @@ column order) and accumulate the block's ``W_b^T X_b`` (k, E) and
 The numba kernel does this row by row in one read of the block (no float64
 copy of the block, no (rows, k) temporaries): a row's update depends only on
 its own spectrum, H and ``H H^T``. Non-finite entries count as zero and masked
-rows get W = 0 and contribute nothing, as in :func:`hals_block_numpy`. It
+rows get W = 0 and contribute nothing, as in :func:`hals_block_numpy` (defined in
+:mod:`xafsflow.imaging.nmf`, which does not import numba, and used by the Dask
+runner's workers). It
 releases the GIL, so a thread pool runs blocks at once. Summation order differs
 from the NumPy reference (BLAS), so the two agree to float64 rounding (tested
 to 1e-10 relative).
@@ -20,42 +22,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from xafsflow.imaging.nmf import hals_block_numpy  # the reference, beside the kernel (numba-free module)
 
-def hals_block_numpy(x, mask, w, H):
-    """NumPy reference: one HALS sweep of W's rows for block ``x`` (n, E) given H (k, E).
-
-    Parameters
-    ----------
-    x : numpy.ndarray, shape (n, E)
-        Block of X (any float dtype); non-finite entries count as zero.
-    mask : numpy.ndarray of bool, shape (n,), or None
-        True for rows excluded (W = 0 there, no contribution).
-    w : numpy.ndarray, shape (n, k)
-        Current rows of W (not modified).
-    H : numpy.ndarray, shape (k, E)
-        Component spectra.
-
-    Returns
-    -------
-    w_new : numpy.ndarray, shape (n, k), float64
-    WtX : numpy.ndarray, shape (k, E), float64
-        ``w_new^T x``.
-    WtW : numpy.ndarray, shape (k, k), float64
-        ``w_new^T w_new``.
-    """
-    x = np.array(x, dtype=np.float64, copy=True)
-    x[~np.isfinite(x)] = 0.0
-    if mask is not None:
-        x[np.asarray(mask, dtype=bool)] = 0.0
-    w = np.array(w, dtype=np.float64, copy=True)
-    HHt = H @ H.T
-    XHt = x @ H.T
-    for j in range(H.shape[0]):
-        if HHt[j, j] > 0:
-            w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
-    if mask is not None:
-        w[np.asarray(mask, dtype=bool)] = 0.0
-    return w, w.T @ x, w.T @ w
+__all__ = ["hals_block", "hals_block_numpy"]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
