@@ -21,13 +21,15 @@ def _mixture(seed=1, npix=2400, n_e=60, k=3, noise=0.01, alpha=1.0):
     return X, mask, W, H, e
 
 
+@pytest.mark.parametrize("runner", ["dask", "threads"])
 @pytest.mark.parametrize("chunk", [1200, 500, 97])
-def test_distributed_equals_single_chunk_reference(chunk):
+def test_distributed_equals_single_chunk_reference(chunk, runner):
     import dask.array as da
 
     X, mask, _, _, e = _mixture(npix=1200)
     ref = nm.nmf_reference(X, 3, mask, energy=e, max_iter=60, tol=0)
-    out = nm.nmf(da.from_array(X, chunks=(chunk, X.shape[1])), 3, mask, energy=e, max_iter=60, tol=0)
+    out = nm.nmf(da.from_array(X, chunks=(chunk, X.shape[1])), 3, mask, energy=e, max_iter=60, tol=0,
+                 runner=runner, threads=2)
     W = out.W.compute()
     assert out.iterations == ref.iterations == 60
     assert np.max(np.abs(out.H - ref.H)) <= 1e-6 * np.max(np.abs(ref.H))
@@ -37,15 +39,67 @@ def test_distributed_equals_single_chunk_reference(chunk):
     assert np.all(W[mask] == 0)
 
 
-def test_same_chunking_is_bit_identical_and_error_monotone():
+@pytest.mark.parametrize("runner", ["dask", "threads"])
+def test_same_chunking_is_bit_identical_and_error_monotone(runner, monkeypatch):
     import dask.array as da
 
+    monkeypatch.setattr(nm, "TILE_ROWS", 300)  # several tiles, run by 1 or 3 threads in any order
     X, mask, _, _, e = _mixture(seed=3)
-    runs = [nm.nmf(da.from_array(X, chunks=(500, X.shape[1])), 3, mask, energy=e, max_iter=40, tol=0)
-            for _ in range(2)]
+    runs = [nm.nmf(da.from_array(X, chunks=(500, X.shape[1])), 3, mask, energy=e, max_iter=40, tol=0,
+                   runner=runner, threads=t) for t in (1, 3)]
     assert np.array_equal(runs[0].H, runs[1].H)
     assert np.array_equal(runs[0].W.compute(), runs[1].W.compute())
     assert np.all(np.diff(runs[0].errors) <= 1e-12)
+
+
+@pytest.mark.parametrize("init", ["spa", "nndsvda"])
+def test_in_process_runner_equals_dask_runner(init, monkeypatch):
+    """The thread-pool runner and the Dask runner: same factors to 1e-6 relative, float32 input, NaN entries."""
+    import dask.array as da
+
+    monkeypatch.setattr(nm, "TILE_ROWS", 256)
+    X, mask, _, _, e = _mixture(seed=9, npix=1500)
+    X = X.astype(np.float32)
+    X[17, 3] = np.nan
+    outs = {r: nm.nmf(da.from_array(X, chunks=(400, X.shape[1])), 3, mask, energy=e, max_iter=80, tol=0,
+                      init=init, runner=r, threads=2) for r in ("dask", "threads")}
+    a, b = outs["dask"], outs["threads"]
+    assert a.counts == b.counts and a.counts["non_finite"] == 1
+    assert np.max(np.abs(a.H - b.H)) <= 1e-6 * np.max(np.abs(a.H))
+    assert np.max(np.abs(a.W.compute() - b.W.compute())) <= 1e-6 * np.max(np.abs(a.W.compute()))
+    np.testing.assert_allclose(a.errors, b.errors, rtol=1e-8)
+
+
+def test_auto_runner_choice():
+    import dask.array as da
+
+    X = da.zeros((1000, 50), chunks=(100, 50), dtype=np.float32)
+    assert nm._choose_runner(np.zeros((10, 5)), "auto", 1e9) == "threads"
+    assert nm._choose_runner(X, "auto", 1e9) == "threads"
+    assert nm._choose_runner(X, "auto", 1e3) == "dask"  # larger than the in-memory budget
+    assert nm._choose_runner(X, "dask", 1e9) == "dask"
+    with pytest.raises(ValueError, match="runner"):
+        nm._choose_runner(X, "processes", 1e9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_block_kernel_equals_numpy_reference(dtype):
+    """The per-block HALS pass: numba kernel against its NumPy reference, with masked rows and non-finite entries."""
+    from xafsflow.imaging.nmf_kernels import hals_block, hals_block_numpy
+
+    r = np.random.default_rng(2)
+    x = r.random((700, 40)).astype(dtype)
+    x[5, 2], x[9, 0] = np.nan, np.inf
+    mask = r.random(700) < 0.1
+    H = r.random((4, 40))
+    H[2, :5] = 0.0
+    w0 = r.random((700, 4))
+    w_ref, wtx_ref, wtw_ref = hals_block_numpy(x, mask, w0, H)
+    w = w0.copy()
+    wtx, wtw = hals_block(x, mask, w, H)
+    for got, ref in ((w, w_ref), (wtx, wtx_ref), (wtw, wtw_ref)):
+        assert np.max(np.abs(got - ref)) <= 1e-10 * np.max(np.abs(ref))
+    assert np.all(w[mask] == 0) and np.all(w >= 0)
 
 
 def test_matches_scikit_learn_cd_from_the_same_start():

@@ -22,7 +22,12 @@ def _spectrum_block(block_info=None, energies=None):
 
 
 @pytest.mark.workflow
-def test_stack_larger_than_worker_memory(tmp_path):
+@pytest.mark.parametrize("scheduler", ["threads", "cluster"])
+def test_stack_larger_than_worker_memory(tmp_path, scheduler):
+    """Both step schedulers (config dask.step_scheduler): the cluster's worker gets 350 MB; on the threaded
+    scheduler the step's own allocations (traced) stay below 350 MB too. Same output either way."""
+    import tracemalloc
+
     import dask.array as da
 
     energies = np.linspace(7030.0, 7290.0, 100)
@@ -40,7 +45,14 @@ def test_stack_larger_than_worker_memory(tmp_path):
     out = tmp_path / "norm.zarr"
     params = {"normalize": {"pre1": -80.0, "pre2": -25.0, "norm1": 50.0, "nnorm": 1}}
     # one worker limited to 350 MB: the stack (and certainly its float64 fits) does not fit in it
-    normalize(raw, out, params, threads=1, mem_mb=350)
+    tracemalloc.start()
+    try:
+        normalize(raw, out, params, threads=1, mem_mb=350, scheduler=scheduler)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if scheduler == "threads":
+        assert peak < 350e6, f"peak traced allocation {peak / 1e6:.0f} MB"
     g = open_store(out)
     yy, xx = np.mgrid[0:ny, 0:nx]
     truth_rel = (0.5 + 0.5 * ((yy * 7 + xx * 3) % 11) / 10.0)
@@ -49,3 +61,28 @@ def test_stack_larger_than_worker_memory(tmp_path):
     ratio = stepmap / truth_rel
     assert np.ptp(ratio) < 1e-4 * np.mean(ratio)
     assert np.isfinite(g["norm"][:, ny - 1, nx - 1]).all()
+
+
+def test_threads_and_cluster_give_identical_stores(tmp_path):
+    """The normalize step's output does not depend on where its graph runs."""
+    import dask.array as da
+
+    energies = np.linspace(7030.0, 7290.0, 60)
+    lazy = da.map_blocks(_spectrum_block, energies=energies, chunks=((energies.size,), (8,) * 4, (40,)),
+                         dtype=np.float32)
+    raw = tmp_path / "raw.zarr"
+    with st.atomic_store(raw) as g:
+        st.put_array(g, "energy", energies, ("energy",))
+        target = st.create_array(g, "mu", lazy.shape, np.float32, ("energy", "y", "x"), (energies.size, 8, 40))
+        da.store(lazy, target, lock=False)
+        st.set_attrs(g, scan_id="small", kind="stack", format="tiff_stack", element="Fe", edge="K",
+                     **{st.PROVENANCE_KEY: st.provenance("ingest")})
+    params = {"normalize": {"pre1": -80.0, "pre2": -25.0, "norm1": 50.0, "nnorm": 1}}
+    stores = {}
+    for scheduler in ("threads", "cluster"):
+        normalize(raw, tmp_path / f"{scheduler}.zarr", params, threads=2, mem_mb=600, scheduler=scheduler)
+        stores[scheduler] = open_store(tmp_path / f"{scheduler}.zarr")
+    for name in ("norm", "flat", "e0", "edge_step"):
+        np.testing.assert_array_equal(stores["threads"][name][...], stores["cluster"][name][...], err_msg=name)
+    with pytest.raises(ValueError, match="step scheduler"):
+        normalize(raw, tmp_path / "x.zarr", params, scheduler="processes")

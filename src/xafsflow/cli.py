@@ -64,6 +64,9 @@ def _add_normalize(sub) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mem-mb", type=int, default=2000)
     p.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard of a stack's cluster on localhost")
+    p.add_argument("--scheduler", choices=("threads", "cluster"), default="threads",
+                   help="where a stack's per-pixel graph runs: threads of this process or a local Dask cluster "
+                        "(config dask.step_scheduler)")
     p.add_argument("--out", required=True)
     p.add_argument("--png", default=None, help="also write a figure of the normalized scan")
     _add_provenance_args(p)
@@ -160,7 +163,7 @@ def _normalize(args) -> str:
     os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, args.threads)))
     params = kind_params(dict(open_store(args.raw_store).attrs)["kind"], args.params)
     normalize(args.raw_store, args.out, params, threads=args.threads, mem_mb=args.mem_mb, seed=args.seed,
-              params_hash=args.params_hash, dashboard=args.dashboard)
+              params_hash=args.params_hash, dashboard=args.dashboard, scheduler=args.scheduler)
     if args.png:
         from xafsflow.figures import plot_scan
 

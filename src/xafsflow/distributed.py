@@ -4,7 +4,9 @@ Library functions take NumPy or Dask arrays and never create a cluster; only
 the CLI steps call :func:`client`. With ``XAFSFLOW_SCHEDULER_FILE`` or
 ``DASK_SCHEDULER_ADDRESS`` set (a scheduler spanning several nodes), the step
 connects there; otherwise it starts a ``LocalCluster`` sized from the rule's
-threads and memory.
+threads and memory. :func:`step_scheduler` lets a step run its graph on
+Dask's threaded scheduler in its own process instead (config
+``dask.step_scheduler``).
 """
 
 from __future__ import annotations
@@ -84,3 +86,35 @@ def client(threads: int = 1, mem_mb: int = 2000, dashboard: bool = False):
     finally:
         c.close()
         cluster.close()
+
+
+#: Values of the config key ``dask.step_scheduler``.
+STEP_SCHEDULERS = ("threads", "cluster")
+
+
+@contextmanager
+def step_scheduler(scheduler: str = "threads", threads: int = 1, mem_mb: int = 2000, dashboard: bool = False):
+    """Where a step's Dask graph runs: ``threads`` (in this process) or ``cluster`` (:func:`client`).
+
+    ``threads``: Dask's threaded scheduler with ``threads`` threads, in the
+    step's own process. No cluster to start (a local two-process cluster costs
+    seconds and moves every chunk between processes); memory stays bounded
+    because the graphs of the steps that use this (per-pixel normalization,
+    chunk in, chunk out to Zarr) hold only the chunks in flight, about
+    ``threads`` chunks at a time, but no worker memory limit is enforced.
+    With a scheduler given in the environment (``XAFSFLOW_SCHEDULER_FILE``
+    or ``DASK_SCHEDULER_ADDRESS``) that scheduler is used whatever this says.
+    ``cluster``: :func:`client` (a local cluster with an explicit per-worker
+    memory limit, spilling to scratch).
+    """
+    import dask
+
+    if scheduler not in STEP_SCHEDULERS:
+        raise ValueError(f"unknown step scheduler {scheduler!r} (use {' or '.join(STEP_SCHEDULERS)})")
+    external = os.environ.get("XAFSFLOW_SCHEDULER_FILE") or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if scheduler == "cluster" or external:
+        with client(threads, mem_mb, dashboard=dashboard) as c:
+            yield c
+        return
+    with dask.config.set(scheduler="threads", num_workers=max(1, int(threads))):
+        yield None

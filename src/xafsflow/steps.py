@@ -433,6 +433,7 @@ class NormalizeRequest:
     seed: int | None = None
     params_hash: str | None = None
     dashboard: bool = False
+    scheduler: str = "threads"  # config dask.step_scheduler (stacks): threads or cluster
 
     def __post_init__(self):
         from xafsflow.campaign import kind_params
@@ -552,7 +553,7 @@ def _normalize_image(req: NormalizeRequest) -> None:
 def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
-    from xafsflow.distributed import client
+    from xafsflow.distributed import step_scheduler
     from xafsflow.imaging.pixels import normalize_stack_tolerant
 
     energy = req.group["energy"][...]
@@ -562,7 +563,7 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     mu = da.from_zarr(raw).astype(np.float64)
     flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
     cube, plane = ("energy", "y", "x"), ("y", "x")
-    with client(req.threads, req.mem_mb, dashboard=req.dashboard):
+    with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
         # pixels without an edge (no sample) get NaN and a flag instead of failing the stack
         res = normalize_stack_tolerant(energy, flat_mu, **req.keywords)
         with st.atomic_store(req.out) as g:
@@ -606,13 +607,16 @@ NORMALIZE_BY_KIND = {
 
 
 def normalize(raw_store: str | Path, out: str | Path, params: dict, threads: int = 1, mem_mb: int = 2000,
-              seed: int | None = None, params_hash: str | None = None, dashboard: bool = False) -> Path:
+              seed: int | None = None, params_hash: str | None = None, dashboard: bool = False,
+              scheduler: str = "threads") -> Path:
     """Normalize an ingested scan into its scan store ``out``.
 
     ``params`` are the scan kind's analysis parameters (its ``normalize`` block);
-    keys left out take the schema's defaults.
+    keys left out take the schema's defaults. ``scheduler`` (stacks): where the
+    per-pixel graph runs, see :func:`xafsflow.distributed.step_scheduler`.
     """
-    req = NormalizeRequest(Path(raw_store), Path(out), params, threads, mem_mb, seed, params_hash, dashboard)
+    req = NormalizeRequest(Path(raw_store), Path(out), params, threads, mem_mb, seed, params_hash, dashboard,
+                           scheduler)
     kind = req.attrs["kind"]
     if kind not in NORMALIZE_BY_KIND:
         raise ValueError(f"unknown kind {kind!r} (use {', '.join(NORMALIZE_BY_KIND)})")

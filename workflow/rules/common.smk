@@ -31,6 +31,7 @@ PRODUCTS_BY_NAME = {p.name: p for p in PRODUCTS}
 # Run the CLI with the interpreter that runs Snakemake (same environment on SLURM nodes).
 XAFSFLOW = f"{sys.executable} -m xafsflow"
 DASHBOARD = "--dashboard" if CONFIG["dask"]["dashboard"] else ""
+STEP_SCHEDULER = f"--scheduler {CONFIG['dask']['step_scheduler']}"
 
 
 wildcard_constraints:

@@ -32,6 +32,7 @@ rule normalize:
         args=step_args("normalize", "normalize"),
         seed=CONFIG["seed"],
         dashboard=DASHBOARD,
+        scheduler=STEP_SCHEDULER,
         cli=XAFSFLOW,
     threads: stack_or(2, 1)
     resources:
@@ -43,4 +44,4 @@ rule normalize:
     shell:
         "NUMBA_NUM_THREADS={threads} {params.cli} normalize {input:q} {params.args}"
         " --threads {threads} --mem-mb {resources.mem_mb} --seed {params.seed} {params.dashboard}"
-        " --out {output.store:q} --png {output.png:q} > {log:q} 2>&1"
+        " {params.scheduler} --out {output.store:q} --png {output.png:q} > {log:q} 2>&1"

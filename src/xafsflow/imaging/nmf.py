@@ -12,6 +12,16 @@ tree reduction and only they travel to the client, which updates H. W's
 blocks stay on the workers between iterations (persisted); X is read again
 each iteration, so a stack larger than the workers' memory goes through.
 
+Two runners, same numbers (tested to 1e-6 relative): ``dask`` (above; the
+path for stacks larger than memory and for a distributed cluster) and
+``threads``, for a matrix that fits in memory with no cluster: X stays in
+memory and a thread pool runs the numba per-block pass
+(:mod:`xafsflow.imaging.nmf_kernels`, which releases the GIL) over row tiles,
+summing the tiles' ``W_b^T X_b``, ``W_b^T W_b`` in tile order — no Dask graph
+is built per iteration. The Dask runner's workers do the same pass with its
+NumPy reference (:func:`hals_block_numpy`, tile by tile; no numba in workers,
+whose memory limit may be small).
+
 Initialization (deterministic, no random numbers): by default SPA — H from
 the k purest pixels found by successive projection in the top-k SVD subspace,
 W fitted to that H chunk by chunk before H moves (see :func:`nmf`); or NNDSVDa
@@ -163,13 +173,61 @@ def _hals_update_w(x, w, H, n_sweeps):
     return w
 
 
+def hals_block_numpy(x, mask, w, H):
+    """NumPy reference: one HALS sweep of W's rows for block ``x`` (n, E) given H (k, E).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, E)
+        Block of X (any float dtype); non-finite entries count as zero.
+    mask : numpy.ndarray of bool, shape (n,), or None
+        True for rows excluded (W = 0 there, no contribution).
+    w : numpy.ndarray, shape (n, k)
+        Current rows of W (not modified).
+    H : numpy.ndarray, shape (k, E)
+        Component spectra.
+
+    Returns
+    -------
+    w_new : numpy.ndarray, shape (n, k), float64
+    WtX : numpy.ndarray, shape (k, E), float64
+        ``w_new^T x``.
+    WtW : numpy.ndarray, shape (k, k), float64
+        ``w_new^T w_new``.
+    """
+    x = np.array(x, dtype=np.float64, copy=True)
+    x[~np.isfinite(x)] = 0.0
+    if mask is not None:
+        x[np.asarray(mask, dtype=bool)] = 0.0
+    w = np.array(w, dtype=np.float64, copy=True)
+    HHt = H @ H.T
+    XHt = x @ H.T
+    for j in range(H.shape[0]):
+        if HHt[j, j] > 0:
+            w[:, j] = np.maximum(w[:, j] + (XHt[:, j] - w @ HHt[:, j]) / HHt[j, j], 0.0)
+    if mask is not None:
+        w[np.asarray(mask, dtype=bool)] = 0.0
+    return w, w.T @ x, w.T @ w
+
+
 def _block_step(xb, mb, wb, H):
-    """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b."""
-    x, _, _ = _clean(xb, mb, count=False)
-    w = _hals_update_w(x, np.array(wb, dtype=np.float64, copy=True), H, 1)
-    if mb is not None:
-        w[np.asarray(mb, dtype=bool)] = 0.0
-    return w, (w.T @ x, w.T @ w)
+    """Update this block's rows of W; return them with W_b^T X_b and W_b^T W_b.
+
+    The Dask runner's task: :func:`hals_block_numpy` over tiles of
+    :data:`TILE_ROWS` rows, so the float64 temporaries are one tile's whatever
+    the chunk. NumPy, not the numba kernel: importing numba and loading the
+    kernel costs a worker some 150 MB (measured: 171 MB -> 324 MB resident),
+    more than a small worker memory limit leaves.
+    """
+    n, k = xb.shape[0], H.shape[0]
+    w = np.empty((n, k))
+    WtX, WtW = np.zeros((k, xb.shape[1])), np.zeros((k, k))
+    for i0 in range(0, n, TILE_ROWS):
+        sl = slice(i0, min(i0 + TILE_ROWS, n))
+        w[sl], a, b = hals_block_numpy(xb[sl], None if mb is None else np.asarray(mb)[sl], wb[sl], H)
+        WtX += a
+        WtW += b
+    return w, (WtX, WtW)
 
 
 def _hals_update_h(H, WtX, WtW):
@@ -338,8 +396,38 @@ def spa_select(Y: np.ndarray, k: int) -> list[int]:
     return chosen
 
 
+#: Rows per tile of the in-process runner (one kernel call per tile and iteration).
+TILE_ROWS = 4096
+#: ``runner="auto"`` runs in process when X's bytes are at most this (and no distributed client is active).
+IN_MEMORY_MAX_BYTES = 2e9
+
+
+def _active_client() -> bool:
+    """A ``distributed.Client`` is the current scheduler."""
+    try:
+        from distributed import default_client
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def _choose_runner(X, runner: str, max_bytes: float) -> str:
+    import dask.array as da
+
+    if runner not in ("auto", "threads", "dask"):
+        raise ValueError(f"unknown runner {runner!r} (auto, threads or dask)")
+    if runner != "auto":
+        return runner
+    if not isinstance(X, da.Array):
+        return "threads"
+    return "dask" if (_active_client() or X.nbytes > max_bytes) else "threads"
+
+
 def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-5, init: str = "spa",
-        progress: Callable[[int, float], None] | None = None, target_error: float | None = None) -> NMFResult:
+        progress: Callable[[int, float], None] | None = None, target_error: float | None = None,
+        runner: str = "auto", threads: int | None = None,
+        in_memory_max_bytes: float = IN_MEMORY_MAX_BYTES) -> NMFResult:
     """Distributed HALS NMF of X (npix, E) ~ W H, chunked over pixels.
 
     Parameters
@@ -373,6 +461,19 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
     target_error : float, optional
         Also stop once the relative error is at or below this (benchmarks
         compare solvers at the same error).
+    runner : {"auto", "threads", "dask"}
+        ``dask``: one Dask task per pixel chunk and iteration, W's blocks
+        persisted, X read again each iteration (stacks larger than memory, a
+        distributed cluster). ``threads``: X held in memory (as given, float32
+        stays float32), a thread pool over tiles of :data:`TILE_ROWS` rows.
+        ``auto``: ``threads`` for a NumPy X, or a Dask X of at most
+        ``in_memory_max_bytes`` when no ``distributed.Client`` is active;
+        else ``dask``. Same result to float64 rounding (tested to 1e-6).
+    threads : int, optional
+        Threads of the ``threads`` runner (default: Dask's ``num_workers``
+        setting, else the CPU count).
+    in_memory_max_bytes : float
+        Largest X (bytes, as stored) that ``auto`` holds in memory.
 
     Returns
     -------
@@ -381,8 +482,8 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
 
     Notes
     -----
-    Runs on the current Dask scheduler (a ``distributed.Client`` if one is
-    active); never creates a cluster. For the same chunking the result is
+    The ``dask`` runner uses the current Dask scheduler (a ``distributed.Client``
+    if one is active); never creates a cluster. For the same chunking the result is
     bit-identical; for another chunking it differs only by float64 rounding
     in the sums (tested to 1e-6 relative against :func:`nmf_reference`).
     """
@@ -391,6 +492,8 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
     from dask import delayed
 
     is_dask = isinstance(X, da.Array)
+    if _choose_runner(X, runner, in_memory_max_bytes) == "threads":
+        return _nmf_threads(X, k, mask, energy, max_iter, tol, init, progress, target_error, threads)
     X, xb, mb = _pixel_blocks(X, mask)
     npix, E = X.shape
     if not 1 <= k <= min(npix, E):
@@ -430,25 +533,20 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
         raise ValueError(f"unknown init {init!r} (spa or nndsvda)")
     (W_blocks,) = dask.persist(W_blocks)
 
-    errors: list[float] = []
-    converged = False
-    for it in range(1, max_iter + 1):
-        outs = [delayed(_block_step, nout=2)(x, m, w, H) for x, m, w in zip(xb, mb, W_blocks)]
+    state = {"W": W_blocks}
+
+    def sweep(H):
+        outs = [delayed(_block_step, nout=2)(x, m, w, H) for x, m, w in zip(xb, mb, state["W"])]
         new_W = [o[0] for o in outs]
         total = _tree_sum([o[1] for o in outs])
         # no graph optimization: culling re-tokenizes the graph each iteration and costs more than the work
         new_W, total = dask.persist(new_W, total, optimize_graph=False)
         WtX, WtW = dask.compute(total, optimize_graph=False)[0]
-        W_blocks = new_W
-        H = _hals_update_h(H, WtX, WtW)
-        errors.append(_relative_error(xx, H, WtX, WtW))
-        if progress is not None:
-            progress(it, errors[-1])
-        if tol > 0 and it >= 2 and errors[-2] - errors[-1] < tol * errors[-1]:
-            converged = True
-            break
-        if target_error is not None and errors[-1] <= target_error:
-            break
+        state["W"] = new_W
+        return WtX, WtW
+
+    H, errors, converged = _iterate(sweep, H, xx, max_iter, tol, progress, target_error)
+    W_blocks = state["W"]
 
     scale, order, pos = _scales_and_order(H, energy)
     H_out = (H / scale[:, None])[order]
@@ -467,6 +565,113 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
     return NMFResult(W=W, H=H_out, errors=np.asarray(errors), iterations=len(errors), converged=converged,
                      edge_positions=pos, counts={"pixels": n_used, "masked": n_masked,
                                                  "negative": int(cnt[0]), "non_finite": int(cnt[1])})
+
+
+def _iterate(sweep, H, xx: float, max_iter: int, tol: float, progress, target_error):
+    """The iterations shared by both runners: ``sweep(H)`` updates W and returns (W^T X, W^T W); then H."""
+    errors: list[float] = []
+    converged = False
+    for it in range(1, max_iter + 1):
+        WtX, WtW = sweep(H)
+        H = _hals_update_h(H, WtX, WtW)
+        errors.append(_relative_error(xx, H, WtX, WtW))
+        if progress is not None:
+            progress(it, errors[-1])
+        if tol > 0 and it >= 2 and errors[-2] - errors[-1] < tol * errors[-1]:
+            converged = True
+            break
+        if target_error is not None and errors[-1] <= target_error:
+            break
+    return H, errors, converged
+
+
+def _default_threads() -> int:
+    import os
+
+    import dask
+
+    n = dask.config.get("num_workers", None)
+    return max(1, int(n) if n else (os.cpu_count() or 1))
+
+
+def _nmf_threads(X, k, mask, energy, max_iter, tol, init, progress, target_error, threads) -> NMFResult:
+    """The in-process runner of :func:`nmf`: X in memory, a thread pool over row tiles, the numba kernel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+
+    from xafsflow.imaging.nmf_kernels import hals_block
+
+    dask_in = isinstance(X, da.Array)
+    chunks = X.chunks[0] if dask_in else None
+    x = X.compute() if dask_in else np.asarray(X)
+    if x.ndim != 2:
+        raise ValueError(f"X must be (pixels, energies), got shape {x.shape}")
+    x = np.ascontiguousarray(x if x.dtype in (np.float32, np.float64) else x.astype(np.float64))
+    npix, E = x.shape
+    if not 1 <= k <= min(npix, E):
+        raise ValueError(f"k = {k} components needs 1 <= k <= min(pixels, energies) = {min(npix, E)}")
+    if isinstance(mask, da.Array):
+        mask = mask.compute()
+    m = np.zeros(npix, bool) if mask is None else np.asarray(mask, dtype=bool).reshape(npix)
+    n_masked = int(m.sum())
+    n_used = npix - n_masked
+    if n_used < k:
+        raise ValueError(f"only {n_used} unmasked pixels for k = {k} components")
+    tiles = [(i, min(i + TILE_ROWS, npix)) for i in range(0, npix, TILE_ROWS)]
+    n_threads = max(1, min(int(threads) if threads else _default_threads(), len(tiles)))
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        def tile_map(fn):
+            return list(pool.map(fn, tiles))
+
+        # pass 1: Gram matrix, sums and counts, tile by tile (float64 copies of one tile at a time)
+        parts = tile_map(lambda t: _block_gram(x[t[0]:t[1]], m[t[0]:t[1]]))
+        G, colsum, cnt = (sum(p[i] for p in parts) for i in range(3))
+        xx = float(np.trace(G))
+        if xx <= 0:
+            raise ValueError("X is zero on every unmasked pixel: nothing to factorize")
+        V, s = _svd_from_gram(G, k)
+        avg = float(colsum.sum()) / (n_used * E)
+        W = np.zeros((npix, k))
+        if init == "nndsvda":
+            u_norms2 = sum(tile_map(lambda t: _block_u_norms(x[t[0]:t[1]], m[t[0]:t[1]], V, s)))
+            H, w_scale, sign = _nndsvda_from_svd(V, s, u_norms2, avg)
+
+            def start(t):
+                W[t[0]:t[1]] = _block_init_w(x[t[0]:t[1]], m[t[0]:t[1]], V, s, w_scale, sign, avg)
+        elif init == "spa":
+            P = np.eye(k)
+            rows = []
+            for _ in range(k):
+                best = _best(*tile_map(lambda t: _block_spa(x[t[0]:t[1]], m[t[0]:t[1]], V, P, t[0])))
+                y = best[2]
+                rows.append(y)
+                u = (y @ P) / max(best[0], 1e-300)
+                P = P - np.outer(u, u)
+            H = np.maximum(np.array(rows) @ V.T, 0.0)
+            H[H < _INIT_EPS * max(H.max(), 1e-300)] = 0.0
+
+            def start(t):
+                W[t[0]:t[1]] = _block_w_given_h(x[t[0]:t[1]], m[t[0]:t[1]], H)
+        else:
+            raise ValueError(f"unknown init {init!r} (spa or nndsvda)")
+        tile_map(start)
+
+        def sweep(H):
+            HHt = H @ H.T
+            parts = tile_map(lambda t: hals_block(x[t[0]:t[1]], m[t[0]:t[1]], W[t[0]:t[1]], H, HHt))
+            return sum(p[0] for p in parts), sum(p[1] for p in parts)  # in tile order: deterministic
+
+        H, errors, converged = _iterate(sweep, H, xx, max_iter, tol, progress, target_error)
+
+    scale, order, pos = _scales_and_order(H, energy)
+    W_out = (W * scale[None, :])[:, order]
+    if dask_in:
+        W_out = da.from_array(W_out, chunks=(chunks, k))
+    return NMFResult(W=W_out, H=(H / scale[:, None])[order], errors=np.asarray(errors), iterations=len(errors),
+                     converged=converged, edge_positions=pos,
+                     counts={"pixels": n_used, "masked": n_masked, "negative": int(cnt[0]), "non_finite": int(cnt[1])})
 
 
 def initial_factors(X: np.ndarray, k: int, mask=None, init: str = "spa") -> tuple[np.ndarray, np.ndarray]:
@@ -545,13 +750,25 @@ def choose_k(ks, errors, gain: float) -> int:
 
 
 def select_k(X, k_min: int, k_max: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-5,
-             k_gain: float = 0.25, init: str = "spa", progress: Callable[[int, int, float], None] | None = None):
-    """Fit k = k_min..k_max, choose k by :func:`choose_k`; returns (k, ks, final errors, {k: NMFResult})."""
+             k_gain: float = 0.25, init: str = "spa", progress: Callable[[int, int, float], None] | None = None,
+             **runner_options):
+    """Fit k = k_min..k_max, choose k by :func:`choose_k`; returns (k, ks, final errors, {k: NMFResult}).
+
+    ``runner_options``: ``runner``, ``threads``, ``in_memory_max_bytes`` of :func:`nmf`. With the
+    ``threads`` runner a Dask X is read into memory once for all k.
+    """
+    import dask.array as da
+
     ks = list(range(k_min, k_max + 1))
+    if isinstance(X, da.Array) and _choose_runner(X, runner_options.get("runner", "auto"),
+                                                  runner_options.get("in_memory_max_bytes",
+                                                                     IN_MEMORY_MAX_BYTES)) == "threads":
+        X = da.from_array(X.compute(), chunks=X.chunks)  # read once; W still comes back as a Dask array
     fits = {}
     for k in ks:
         cb = None if progress is None else (lambda it, e, k=k: progress(k, it, e))
-        fits[k] = nmf(X, k, mask=mask, energy=energy, max_iter=max_iter, tol=tol, init=init, progress=cb)
+        fits[k] = nmf(X, k, mask=mask, energy=energy, max_iter=max_iter, tol=tol, init=init, progress=cb,
+                      **runner_options)
     errs = [float(fits[k].errors[-1]) for k in ks]
     return choose_k(ks, errs, k_gain), ks, np.asarray(errs), fits
 

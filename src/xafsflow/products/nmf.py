@@ -10,10 +10,11 @@ chooses k by the error-curve gain criterion and writes
 chunked like the input, the error curve of the chosen k, the k-selection
 curve, the mask and provenance; a TSV of the components and a PNG.
 
-Scheduler: a distributed cluster (:func:`xafsflow.distributed.client`) when
-the rule gives more than one thread or the stack (float64) exceeds a quarter
-of the step's memory; otherwise Dask's threaded scheduler in this process
-(a small stack is done before a cluster would have started). Recorded in
+Scheduler: a distributed cluster (:func:`xafsflow.distributed.client`) and
+the Dask runner of :func:`~xafsflow.imaging.nmf.nmf` when the stack (float64)
+exceeds a quarter of the step's memory; otherwise the in-process runner (the
+stack read once into memory, a pool of the rule's threads over row tiles; a
+small stack is done before a cluster would have started). Recorded in
 provenance.
 """
 
@@ -118,7 +119,7 @@ def run_nmf(scan_store, out, tsv, png, p: dict, scan_id: str, campaign_seed, thr
     if p["k_min"] > k_max:
         raise AnalysisInputError(f"k_min = {p['k_min']} exceeds the {n_used} unmasked pixels or {ne} energies", src)
     big = 8 * ne * ny * nx > mem_mb * 1e6 / 4
-    scheduler = "distributed" if (threads > 1 or big) else "threaded (in process)"
+    scheduler = "distributed" if big else "threads (in process)"
 
     def progress(k, it, err):
         if it == 1 or it % 25 == 0:
@@ -133,7 +134,8 @@ def run_nmf(scan_store, out, tsv, png, p: dict, scan_id: str, campaign_seed, thr
     t0 = time.perf_counter()
     with ctx:
         k, ks, errs, fits = select_k(X, p["k_min"], k_max, mask=mask, energy=energy, max_iter=p["max_iter"],
-                                     tol=p["tol"], k_gain=p["k_gain"], init=p["init"], progress=progress)
+                                     tol=p["tol"], k_gain=p["k_gain"], init=p["init"], progress=progress,
+                                     runner="dask" if big else "threads", threads=threads)
         fit = fits[k]
         seconds = time.perf_counter() - t0
         flags = []
