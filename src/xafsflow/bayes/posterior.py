@@ -67,6 +67,8 @@ class PosteriorSpec:
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
     resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
+    bootstrap: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
+    noise_grid: int = 400  # points of the b grid on which log Z(b) is maximised for sigma-hat
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         if self.model == "peaks":
@@ -264,7 +266,7 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
         entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
         entry["log_z_err"] = float(f_err[-1])
     else:
-        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range)
+        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range, n_grid=spec.noise_grid)
         entry["noise"] = noise
         entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
         entry["log_z"] = noise["log_evidence_marginal"]
@@ -372,8 +374,9 @@ def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int,
         sweeps = min(2 * sweeps, spec.convergence.max_sweeps)  # doubling: few evaluations, little waste
         sweeps -= sweeps % spec.settings.block
         runs = runner.chains(K, bvals, sweeps, starts, previous=runs)
-    # the reported errors: a block bootstrap of the final chains
-    boot_rng = np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
+    # the reported errors: a block bootstrap of the final chains (or batch means when the spec says so)
+    boot_rng = (np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
+                if spec.bootstrap else None)
     entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range, log_w)
     report = convergence_report(entry, spec.convergence, free)
     runner.log(_format_progress(K, report))
