@@ -67,7 +67,7 @@ class PosteriorSpec:
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
     resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
-    bootstrap: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
+    bootstrap_errors: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
     noise_grid: int = 400  # points of the b grid on which log Z(b) is maximised for sigma-hat
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
@@ -376,7 +376,7 @@ def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int,
         runs = runner.chains(K, bvals, sweeps, starts, previous=runs)
     # the reported errors: a block bootstrap of the final chains (or batch means when the spec says so)
     boot_rng = (np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
-                if spec.bootstrap else None)
+                if spec.bootstrap_errors else None)
     entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range, log_w)
     report = convergence_report(entry, spec.convergence, free)
     runner.log(_format_progress(K, report))

@@ -226,10 +226,23 @@ def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectru
         log_z=float(ent["log_z"]))
 
 
+def usable(energy: np.ndarray, mean: np.ndarray, sem: np.ndarray, e0: float, fit_range) -> str | None:
+    """Why a grain spectrum cannot be analysed over ``e0 + fit_range`` (None when it can)."""
+    m = fit_window(energy, e0, fit_range)
+    y, u = mean[m], sem[m]
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(u))):
+        return "points without a finite mean or spread in the fit window"
+    if not np.all(u > 0):
+        return "points of zero spread in the fit window"
+    return None
+
+
 def analyse_grains(energy: np.ndarray, means: np.ndarray, sems: np.ndarray, grains, e0: float, fit_range, spec,
                    campaign_seed: int, scan_id: str, level: float = 0.95, client=None,
                    weighted: bool = True) -> list[GrainPosterior]:
     """The posterior of every grain, one after the other or one Dask task per grain.
+
+    Every grain's spectrum must be :func:`usable` (else a ValueError naming the grain).
 
     Parameters
     ----------
@@ -251,11 +264,9 @@ def analyse_grains(energy: np.ndarray, means: np.ndarray, sems: np.ndarray, grai
     tasks = []
     for i, (gid, cls, area) in enumerate(grains):
         y, u = means[i, m], sems[i, m]
-        if not (np.all(np.isfinite(y)) and np.all(np.isfinite(u)) and np.all(u > 0)):
-            from xafsflow.errors import AnalysisInputError
-
-            raise AnalysisInputError(f"grain {gid}: its spectrum has points without a finite mean or a positive "
-                                     "spread in the fit window (too few pixels?): raise grains.min_area")
+        why = usable(energy, means[i], sems[i], e0, fit_range)
+        if why is not None:
+            raise ValueError(f"grain {gid}: {why}")
         tasks.append((gid, cls, area, x, y, u, spec, campaign_seed, f"{scan_id}/g{gid}", level, weighted))
     if client is None:
         return [grain_posterior(*t) for t in tasks]

@@ -243,7 +243,7 @@ def grain_spec(gp: dict, e0: float):
                          settings=ChainSettings(sweeps=gp["sweeps"], burn_in=gp["burn_in"], thin=gp["thin"],
                                                 block=50, adapt_every=50, checkpoint_every=50),
                          tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False),
-                         bootstrap=False, noise_grid=100)
+                         bootstrap_errors=False, noise_grid=100)
 
 
 def _current_client():
@@ -256,10 +256,18 @@ def _current_client():
         return None
 
 
-def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, scan_id: str, src: str):
-    """Grain spectra and their posteriors: (energy, means, sems, counts, list of GrainPosterior, seconds)."""
+def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, scan_id: str):
+    """Grain spectra and their posteriors.
+
+    Returns (energy, means, sems, counts, GrainPosteriors, seconds, notes): the spectra of
+    the grains analysed (rows of ``means`` in the order of the results) and what was
+    skipped and why (``notes``, also flags): a fit window with too few of the stack's
+    energies skips every grain, a grain whose spectrum is not :func:`usable` is skipped
+    alone. The segmentation itself never fails for its grains' spectroscopy.
+    """
     import time
 
+    from xafsflow.bayes.settings import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
     from xafsflow.imaging import grain_spectra as gs
 
     t0 = time.perf_counter()
@@ -269,21 +277,25 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
     norm = g["norm"]
     rows = norm.chunks[1]
     ny = norm.shape[1]
-    ids = [t[0] for t in analysed]
-    if not ids:
-        return energy, np.empty((0, energy.size)), np.empty((0, energy.size)), np.empty((0, energy.size), int), [], 0.0
+    empty = (energy, np.empty((0, energy.size)), np.empty((0, energy.size)), np.empty((0, energy.size), int), [])
+    if not analysed:
+        return (*empty, 0.0, [])
+    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS["xanes"] + 3 * gp["k_max"])
+    n_fit = int(gs.fit_window(energy, e0, gp["fit_range"]).sum())
+    if n_fit < need:
+        return (*empty, 0.0, [f"grains_skipped(fit_range holds {n_fit} energies, the model needs {need})"])
     blocks = ((y0, norm[:, y0: y0 + rows, :]) for y0 in range(0, ny, rows))
-    means, sems, counts = gs.grain_mean_spectra(blocks, grain_map, ids)
-    if gs.fit_window(energy, e0, gp["fit_range"]).sum() < 2 * (7 + 3 * gp["k_max"]):
-        raise AnalysisInputError(f"segment: grains.fit_range {gp['fit_range']} holds too few of the stack's energies "
-                                 f"for the xanes model with K up to {gp['k_max']}", src)
-    try:
-        results = gs.analyse_grains(energy, means, sems, analysed, e0, gp["fit_range"], grain_spec(gp, e0),
-                                    campaign_seed, scan_id, level=gp["level"], client=_current_client(),
-                                    weighted=gp["weighted"])
-    except AnalysisInputError as exc:
-        raise AnalysisInputError(f"segment: {exc.reason}", src) from None
-    return energy, means, sems, counts, results, time.perf_counter() - t0
+    means, sems, counts = gs.grain_mean_spectra(blocks, grain_map, [t[0] for t in analysed])
+    keep = [i for i in range(len(analysed)) if gs.usable(energy, means[i], sems[i], e0, gp["fit_range"]) is None]
+    notes = []
+    if len(keep) < len(analysed):
+        bad = [analysed[i][0] for i in range(len(analysed)) if i not in keep]
+        notes.append(f"grains_skipped({len(bad)} without a finite spectrum or spread: {', '.join(map(str, bad[:5]))})")
+    means, sems, counts = means[keep], sems[keep], counts[keep]
+    results = gs.analyse_grains(energy, means, sems, [analysed[i] for i in keep], e0, gp["fit_range"],
+                                grain_spec(gp, e0), campaign_seed, scan_id, level=gp["level"],
+                                client=_current_client(), weighted=gp["weighted"])
+    return energy, means, sems, counts, results, time.perf_counter() - t0, notes
 
 
 def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
@@ -326,8 +338,8 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
     listed = [t for t in table if t[2] >= p["min_grain_area"]]
     gp = p["grains"]
     analysed = [t for t in listed if t[2] >= gp["min_area"]] if gp["enabled"] else []
-    g_energy, g_means, g_sems, g_counts, g_res, g_seconds = grain_step(
-        scan_store, grain_map, analysed, gp, campaign_seed, scan_id, src)
+    g_energy, g_means, g_sems, g_counts, g_res, g_seconds, g_notes = grain_step(
+        scan_store, grain_map, analysed, gp, campaign_seed, scan_id)
     from xafsflow.imaging.grain_spectra import edge_groups
 
     groups = edge_groups([(r.edge["q_lo"], r.edge["q_hi"]) for r in g_res])
@@ -342,6 +354,10 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         flags.append(f"classes_at_limit(C={best.n_classes})")
     if not all(sel.supported[sel.classes.index(best.n_classes):sel.classes.index(best.n_classes) + 1]):
         flags.append("classes_unsupported")
+    flags += g_notes
+    slow = [r.grain for r in g_res if not r.max_rhat <= 1.1]
+    if slow:
+        flags.append(f"grain_high_rhat({len(slow)} grains above 1.1: {', '.join(map(str, slow[:5]))})")
     attrs = {
         "scan_id": scan_id, "n_classes": best.n_classes, "n_grains": len(listed), "n_regions": len(table),
         "beta": best.beta, "ari_gmm": ari, "masked_fraction": float(1 - m.mean()),
