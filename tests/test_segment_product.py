@@ -119,6 +119,29 @@ def test_per_grain_spectroscopy_in_the_table_and_store(demo_stack):
         point_uncertainty(d / "scan.zarr", x)
 
 
+def test_posterior_product_takes_a_grain_spectrum_with_its_uncertainty(demo_stack):
+    """posterior.uncertainty_weights: true on a grain store of the segment product: weights 1 / norm_sd
+    (scaled to mean(w^2) = 1) stored, log Z including sum(log w), the edge where the segment job found it."""
+    from xafsflow.products.posterior import run_posterior
+
+    d, _ = demo_stack
+    run(d, "forpost", {"classes_min": 3, "classes_max": 3})
+    grain = d / "forpost.mrf.zarr/grain_spectra/g0"
+    params = kind_params("xanes", {"posterior": {
+        "k_min": 1, "k_max": 1, "k_limit": 1, "replicas": 10, "runs": 2, "sweeps": 300, "burn_in": 300,
+        "fit_range": [-15.0, 25.0], "uncertainty_weights": True, "tuning": {"enabled": False},
+        "convergence": {"enabled": False}, "priors": {"wl_eta": {"dist": "fixed", "value": 0.5}}}})
+    res = run_posterior(grain, d / "g0.post.zarr", d / "g0.post.tsv", d / "g0.post.png", params, "g0", 1)
+    g = open_store(d / "g0.post.zarr")
+    w = g["weights"][...]
+    assert g.attrs["weighted"] and np.mean(w**2) == pytest.approx(1.0)
+    assert g.attrs["log_weight_sum"] == pytest.approx(np.sum(np.log(w))) == pytest.approx(res.log_weight_sum)
+    sd = open_store(grain)["norm_sd"][...][np.isin(open_store(grain)["energy"][...], g["energy"][...])]
+    np.testing.assert_allclose(w * sd, np.mean(w * sd), rtol=1e-9)  # w proportional to 1 / norm_sd
+    e0 = np.median(res.per_k[1]["samples"][..., 1])
+    assert abs(e0 - dict(open_store(grain).attrs)["edge_eV"]["median"]) < 0.3
+
+
 def test_labels_identical_across_chunkings(demo_stack):
     """distributed_min_pixels = 1 runs the stack's row chunks on Dask with halos: same labels, same numbers."""
     import dask
