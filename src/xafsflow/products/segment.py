@@ -506,8 +506,10 @@ def plot_segment(path, maps, best, labels, sel, scan_id: str, grain_map=None, sp
         yy, xx = np.indices(grain_map.shape)
         for gid, (r, grp) in spectro.items():
             sel_g = grain_map == gid
-            ax.text(xx[sel_g].mean(), yy[sel_g].mean(), str(grp), ha="center", va="center", fontsize=8,
-                    color="white", fontweight="bold")
+            py, px = yy[sel_g], xx[sel_g]
+            i = int(np.argmin((py - py.mean()) ** 2 + (px - px.mean()) ** 2))  # a pixel of the grain (not convex)
+            ax.text(px[i], py[i], str(grp), ha="center", va="center", fontsize=8,
+                    color="black", fontweight="bold", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8})
         ax.set_title("grain edge; number = edge group\n(different numbers: intervals do not overlap)", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
