@@ -133,3 +133,18 @@ def test_unweighted_grain_edge_agrees(phantom_grains):
     assert abs(plain.edge["median"] - w["median"]) < 0.02
     ratio = (plain.edge["q_hi"] - plain.edge["q_lo"]) / (w["q_hi"] - w["q_lo"])
     assert 0.7 < ratio < 1.3
+
+
+def test_grains_on_dask_workers_give_the_same_numbers(phantom_grains):
+    """One Dask task per grain (the segment job with threads > 1): identical edges and draws."""
+    from distributed import Client, LocalCluster
+
+    d = phantom_grains
+    two = d["big"][:2]
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=40) as cl, \
+            Client(cl) as c:
+        dist = gs.analyse_grains(d["e"], d["means"][:2], d["sems"][:2], two, E0, d["gp"]["fit_range"], d["spec"],
+                                 7, "phantom", level=d["gp"]["level"], client=c)
+    for a, b in zip(dist, d["res"][:2]):
+        assert a.grain == b.grain and a.edge == b.edge
+        np.testing.assert_array_equal(a.edge_draws, b.edge_draws)
