@@ -79,6 +79,69 @@ def test_demo_stack_grains_against_truth(demo_stack):
     assert s["n_classes"] == 3 and set(s) == set(get("segment").summary_fields) | {"flags"}
 
 
+def test_per_grain_spectroscopy_in_the_table_and_store(demo_stack):
+    """Every listed grain of at least grains.min_area pixels has its posterior edge in the table and its
+    spectrum in the store; the demo's three phases (edges 7112, 7114.5, 7117 eV) are three edge groups
+    with medians within 0.1 eV of them; a grain spectrum goes through the posterior product's readers."""
+    from xafsflow.imaging.grain_spectra import find_grains
+    from xafsflow.products.posterior import fitted_data, point_uncertainty
+
+    d, truth = demo_stack
+    attrs, g = run(d, "grains", {"classes_min": 3, "classes_max": 3})
+    min_area = kind_params("stack", {})["segment"]["grains"]["min_area"]
+    _, table = find_grains(g["labels"][...], 4)
+    expected = {t[0] for t in table if t[2] >= min_area}
+    with open(d / "grains.mrf.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    analysed = {int(r["grain"]): r for r in rows if r["edge_eV"]}
+    assert set(analysed) == expected and attrs["n_grains_analysed"] == len(expected) >= 3
+    assert all(not r["edge_eV"] for r in rows if int(r["grain"]) not in expected)
+    grain_map, labels = g["grains"][...], g["labels"][...]
+    edges = {0: 7112.0, 1: 7114.5, 2: 7117.0}  # phase -> simulated edge (simulate.demo._write_stack)
+    for gid, r in analysed.items():
+        phase = int(np.bincount(truth[grain_map == gid]).argmax())
+        lo, hi = float(r["edge_q2.5"]), float(r["edge_q97.5"])
+        # the simulated edge within 0.1 eV (normalization moves the model's e0 by a few 0.01 eV; coverage of
+        # the least-squares truth is tests/test_grain_spectra.py's), intervals narrower than 0.6 eV
+        assert abs(float(r["edge_eV"]) - edges[phase]) < 0.1 and lo < float(r["edge_eV"]) < hi and hi - lo < 0.6
+        assert int(r["edge_group"]) == phase and r["K"] == "1" and float(r["max_rhat"]) < 1.1
+        sub = g[f"grain_spectra/g{gid}"]
+        assert dict(sub.attrs)["area_px"] == int(r["area_px"]) == int(np.sum(grain_map == gid))
+        pix = open_store(d / "scan.zarr")["norm"][...].astype(np.float64)[:, grain_map == gid]  # float32 store
+        np.testing.assert_allclose(sub["norm"][...], pix.mean(axis=1), rtol=1e-9, atol=1e-15)
+        x, y, e0, _ = fitted_data(d / f"grains.mrf.zarr/grain_spectra/g{gid}", [-15.0, 25.0])
+        assert e0 == pytest.approx(dict(open_store(d / "scan.zarr").attrs)["e0"])
+        np.testing.assert_allclose(point_uncertainty(d / f"grains.mrf.zarr/grain_spectra/g{gid}", x),
+                                   pix.std(axis=1, ddof=1)[np.isin(sub["energy"][...], x)] / np.sqrt(pix.shape[1]),
+                                   rtol=1e-5)
+    assert attrs["n_edge_groups"] == 3 and labels.max() == 2
+    with pytest.raises(AnalysisInputError, match="norm_sd"):
+        point_uncertainty(d / "scan.zarr", x)
+
+
+def test_posterior_product_takes_a_grain_spectrum_with_its_uncertainty(demo_stack):
+    """posterior.uncertainty_weights: true on a grain store of the segment product: weights 1 / norm_sd
+    (scaled to mean(w^2) = 1) stored, log Z including sum(log w), the edge where the segment job found it."""
+    from xafsflow.products.posterior import run_posterior
+
+    d, _ = demo_stack
+    run(d, "forpost", {"classes_min": 3, "classes_max": 3})
+    grain = d / "forpost.mrf.zarr/grain_spectra/g0"
+    params = kind_params("xanes", {"posterior": {
+        "k_min": 1, "k_max": 1, "k_limit": 1, "replicas": 10, "runs": 2, "sweeps": 300, "burn_in": 300,
+        "fit_range": [-15.0, 25.0], "uncertainty_weights": True, "tuning": {"enabled": False},
+        "convergence": {"enabled": False}, "priors": {"wl_eta": {"dist": "fixed", "value": 0.5}}}})
+    res = run_posterior(grain, d / "g0.post.zarr", d / "g0.post.tsv", d / "g0.post.png", params, "g0", 1)
+    g = open_store(d / "g0.post.zarr")
+    w = g["weights"][...]
+    assert g.attrs["weighted"] and np.mean(w**2) == pytest.approx(1.0)
+    assert g.attrs["log_weight_sum"] == pytest.approx(np.sum(np.log(w))) == pytest.approx(res.log_weight_sum)
+    sd = open_store(grain)["norm_sd"][...][np.isin(open_store(grain)["energy"][...], g["energy"][...])]
+    np.testing.assert_allclose(w * sd, np.mean(w * sd), rtol=1e-9)  # w proportional to 1 / norm_sd
+    e0 = np.median(res.per_k[1]["samples"][..., 1])
+    assert abs(e0 - dict(open_store(grain).attrs)["edge_eV"]["median"]) < 0.3
+
+
 def test_labels_identical_across_chunkings(demo_stack):
     """distributed_min_pixels = 1 runs the stack's row chunks on Dask with halos: same labels, same numbers."""
     import dask

@@ -114,7 +114,7 @@ def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
 
 def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, target: float = 0.3,
                 rounds: int = 4, sweeps_per_round: int = 1000, max_replicas: int = 64,
-                warmup: int = 2000) -> dict:
+                warmup: int = 2000, weights=None) -> dict:
     """Tune a ladder on a pilot chain: warm-up, then rounds each ending with :func:`refine_ladder`.
 
     The pilot first runs ``warmup`` sweeps on the starting ladder (step-size and
@@ -139,6 +139,8 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         Block length and adaptation settings of the chain.
     seed : SeedSequence
         The pilot's own random stream.
+    weights : ndarray, optional
+        Per-point likelihood weights (:func:`xafsflow.bayes.remc.run_chain`).
 
     Returns
     -------
@@ -154,10 +156,9 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
     y = np.ascontiguousarray(y, dtype=np.float64)
     bvals = np.ascontiguousarray(bvals, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    st = remc.initial_state(x, y, model, bvals, rng)
-    P, N = model.n_params, x.size
-    work = remc._Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N),
-                           np.zeros((3, N)), remc.uniform_step(x))
+    st = remc.initial_state(x, y, model, bvals, rng, weights=weights)
+    P = model.n_params
+    work = remc.make_workspace(x, model, weights)
     sweep = 0
 
     def advance(n_sweeps):

@@ -67,6 +67,8 @@ class PosteriorSpec:
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
     resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
+    bootstrap_errors: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
+    noise_grid: int = 400  # points of the b grid on which log Z(b) is maximised for sigma-hat
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         if self.model == "peaks":
@@ -103,13 +105,19 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
     return x, y
 
 
-def noise_scale(y: np.ndarray) -> float:
-    """Rough noise sd from second differences (MAD), used only to place the ladder's top."""
+def noise_scale(y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Rough noise sd from second differences (MAD), used only to place the ladder's top.
+
+    With ``weights``, of the weighted second differences (the scale of sigma in y_i ~ N(f_i, sigma^2 / w_i^2)).
+    """
     d = np.diff(y, 2) / math.sqrt(6.0)
+    if weights is not None:
+        d = d * np.asarray(weights, float)[1:-1]
     return float(np.median(np.abs(d)) / 0.6745) if d.size else 1.0
 
 
-def auto_ladder(x, y, model: SpectralModel, L: int, b_max: float, rng: np.random.Generator) -> np.ndarray:
+def auto_ladder(x, y, model: SpectralModel, L: int, b_max: float, rng: np.random.Generator,
+                weights: np.ndarray | None = None) -> np.ndarray:
     """b_0 = 0, then L-1 precisions geometric from b_1 to b_max.
 
     b_1 is set from the data: N b_1 times the spread of E over prior draws is
@@ -119,26 +127,30 @@ def auto_ladder(x, y, model: SpectralModel, L: int, b_max: float, rng: np.random
     """
     draws = model.sample_prior(rng, 2000)
     f = np.stack([model.evaluate(x, t) for t in draws])
-    e = 0.5 * np.mean((y[None, :] - f) ** 2, axis=1)
+    if weights is None:
+        e = 0.5 * np.mean((y[None, :] - f) ** 2, axis=1)
+    else:
+        e = 0.5 * np.mean(np.asarray(weights, float) ** 2 * (y[None, :] - f) ** 2, axis=1)
     spread = np.subtract(*np.percentile(e, [75, 25]))
     b1 = 1.0 / (x.size * max(spread, 1e-300))
     b1 = min(b1, b_max * 1e-4)
     return np.concatenate([[0.0], np.geomspace(b1, b_max, L - 1)])
 
 
-def _pilot_task(x, y, spec: PosteriorSpec, K: int, bvals, campaign_seed: int, scan_id: str) -> dict:
+def _pilot_task(x, y, spec: PosteriorSpec, K: int, bvals, campaign_seed: int, scan_id: str,
+                weights=None) -> dict:
     """Tune K's ladder on a pilot chain (its own random stream)."""
     from xafsflow.bayes.ladder import tune_ladder
 
     t = spec.tuning
     ss = seed_sequence(campaign_seed, scan_id, "posterior", K, "ladder")
     out = tune_ladder(x, y, spec.build(K, x), bvals, spec.settings, ss, target=t.target, rounds=t.rounds,
-                      sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup)
+                      sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup, weights=weights)
     return dict(out, K=K)
 
 
 def _task(x, y, spec: PosteriorSpec, K: int, run: int, bvals, campaign_seed: int, scan_id: str,
-          checkpoint_dir: str | None, sweeps: int | None = None, start=None, resume=None):
+          checkpoint_dir: str | None, sweeps: int | None = None, start=None, resume=None, weights=None):
     """One chain (K, run), ``sweeps`` production sweeps long (continuing ``resume`` when given)."""
     from dataclasses import replace
 
@@ -147,7 +159,7 @@ def _task(x, y, spec: PosteriorSpec, K: int, run: int, bvals, campaign_seed: int
     ckpt = None if checkpoint_dir is None else str(Path(checkpoint_dir) / f"K{K}_run{run}.npz")
     settings = spec.settings if sweeps is None else replace(spec.settings, sweeps=sweeps)
     r = run_chain(x, y, model, bvals, settings, ss, checkpoint=ckpt, start=start,
-                  resume=None if resume is None else resume["chain"])
+                  resume=None if resume is None else resume["chain"], weights=weights)
     return {"K": K, "run": run, "energies": r.energies, "samples": r.samples, "acceptance": r.acceptance,
             "exchange_rate": r.exchange_rate, "round_trips": r.round_trips, "step": r.step,
             "names": model.names, "seed_entropy": [int(v) for v in np.atleast_1d(ss.entropy)],
@@ -171,16 +183,19 @@ class PosteriorResult:
     k_selected: int
     sigma_fixed: float | None
     noise: dict | None  # of the selected K (estimated noise)
+    weights: np.ndarray | None = None  # per-point likelihood weights used (mean(w^2) = 1), None: unweighted
+    log_weight_sum: float = 0.0  # sum(log w), included in every log evidence
 
 
-def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source: str | None) -> np.ndarray:
+def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source: str | None,
+            weights=None) -> np.ndarray:
     """The precisions b_0 = 0 < b_1 < ... of the replicas: the spec's explicit ladder or an automatic one."""
     rng = np.random.default_rng(seed_sequence(campaign_seed, scan_id, "posterior", "ladder"))
     if spec.ladder:
         bvals = np.concatenate([[0.0], np.sort(np.asarray(spec.ladder, float))])
     else:
-        b_max = 1.0 / spec.sigma**2 if spec.sigma else spec.b_max_factor / noise_scale(y) ** 2
-        bvals = auto_ladder(x, y, spec.build(spec.k_max, x), spec.replicas, b_max, rng)
+        b_max = 1.0 / spec.sigma**2 if spec.sigma else spec.b_max_factor / noise_scale(y, weights) ** 2
+        bvals = auto_ladder(x, y, spec.build(spec.k_max, x), spec.replicas, b_max, rng, weights)
     if spec.sigma and not math.isclose(bvals[-1], 1.0 / spec.sigma**2, rel_tol=1e-9):
         raise AnalysisInputError(f"with a fixed sigma the ladder must end at 1/sigma^2 = {1 / spec.sigma**2:g}", source)
     return bvals
@@ -189,8 +204,9 @@ def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source:
 class _Runner:
     """Runs pilot and chain tasks, on a Dask client when one is given, else in this process."""
 
-    def __init__(self, x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, log):
+    def __init__(self, x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, log, weights=None):
         self.x, self.y, self.spec, self.seed, self.scan_id = x, y, spec, campaign_seed, scan_id
+        self.weights = weights
         self.client = client
         self.ck = None if checkpoint_dir is None else str(checkpoint_dir)
         self.log = log or (lambda msg: None)
@@ -202,24 +218,26 @@ class _Runner:
         return self.client.gather(futs)
 
     def pilots(self, ks, bvals) -> dict:
-        args = [(self.x, self.y, self.spec, K, bvals, self.seed, self.scan_id) for K in ks]
+        args = [(self.x, self.y, self.spec, K, bvals, self.seed, self.scan_id, self.weights) for K in ks]
         keys = [f"posterior-{self.scan_id}-K{K}-ladder" for K in ks]
         return {o["K"]: o for o in self._map(_pilot_task, args, keys)}
 
     def chains(self, K, bvals, sweeps, starts, previous=None) -> list[dict]:
         runs = range(self.spec.runs)
         args = [(self.x, self.y, self.spec, K, r, bvals, self.seed, self.scan_id, self.ck, sweeps, starts[r],
-                 None if previous is None else previous[r]) for r in runs]
+                 None if previous is None else previous[r], self.weights) for r in runs]
         keys = [f"posterior-{self.scan_id}-K{K}-run{r}-{sweeps}" for r in runs]
         return sorted(self._map(_task, args, keys), key=lambda o: o["run"])
 
 
 def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: np.random.Generator | None,
-                b_range: tuple[float, float] | None = None) -> dict:
+                b_range: tuple[float, float] | None = None, log_w: float | None = None) -> dict:
     """One K's runs combined: free energies and their errors, noise or fixed-sigma evidence, samples, R-hat.
 
     Errors of F by a block bootstrap within each run; without ``boot_rng`` by
-    batch means (cheap, for deciding whether to sample on).
+    batch means (cheap, for deciding whether to sample on). ``log_w`` (weighted
+    likelihood): sum(log w_i), added to every log evidence so that weighted
+    evidences remain densities of y (F itself is unchanged).
     """
     from xafsflow.bayes.diagnostics import ess_bulk, ess_tail
 
@@ -248,11 +266,18 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
         entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
         entry["log_z_err"] = float(f_err[-1])
     else:
-        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range)
+        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range, n_grid=spec.noise_grid)
         entry["noise"] = noise
         entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
         entry["log_z"] = noise["log_evidence_marginal"]
         entry["log_z_err"] = float(f_err[entry["target_index"]])
+    if log_w is not None:
+        entry["log_z"] += log_w
+        if "noise" in entry:
+            nz = entry["noise"]
+            nz["log_evidence"] = nz["log_evidence"] + log_w
+            for key in ("log_evidence_max", "log_evidence_marginal"):
+                nz[key] += log_w
     t = entry["target_index"]
     chains = np.stack([o["samples"][:, t, :] for o in runs])  # (runs, draws, P)
     entry["samples"] = chains
@@ -297,7 +322,8 @@ def _format_progress(K: int, r: dict) -> str:
                                                        f" (not yet: {', '.join(r['failing'])})"))
 
 
-def mode_start(model: SpectralModel, prev_model: SpectralModel, prev_entry: dict, x, y) -> np.ndarray | None:
+def mode_start(model: SpectralModel, prev_model: SpectralModel, prev_entry: dict, x, y,
+               weights=None) -> np.ndarray | None:
     """A start for K components: the best K - 1 draw plus a component at the largest residual peak.
 
     The K - 1 draw with the smallest squared error (among up to 400 at the
@@ -308,7 +334,8 @@ def mode_start(model: SpectralModel, prev_model: SpectralModel, prev_entry: dict
     """
     flat = prev_entry["samples"].reshape(-1, prev_model.n_params)
     pick = flat[:: max(1, flat.shape[0] // 400)]
-    sse = np.array([np.sum((y - prev_model.evaluate(x, t)) ** 2) for t in pick])
+    w2 = 1.0 if weights is None else np.asarray(weights, float) ** 2
+    sse = np.array([np.sum(w2 * (y - prev_model.evaluate(x, t)) ** 2) for t in pick])
     best = pick[int(np.argmin(sse))]
     resid = y - prev_model.evaluate(x, best)
     i = int(np.argmax(resid))
@@ -328,7 +355,8 @@ def mode_start(model: SpectralModel, prev_model: SpectralModel, prev_entry: dict
     return theta if np.isfinite(model.log_prior(theta)) else None
 
 
-def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int, b_range) -> dict:
+def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int, b_range,
+              log_w: float | None = None) -> dict:
     """Chains of one K, extended segment by segment until they converge or the budget is spent."""
     spec = runner.spec
     if pilot is not None:
@@ -338,16 +366,18 @@ def _sample_k(runner: _Runner, K: int, bvals, pilot: dict | None, start, n: int,
     runs = runner.chains(K, bvals, sweeps, starts)
     free = spec.build(K, runner.x).kernel_arrays()[0] != 0
     while spec.convergence.enabled and sweeps < spec.convergence.max_sweeps:
-        report = convergence_report(_evaluate_k(runs, spec, bvals, n, None, b_range), spec.convergence, free)
+        report = convergence_report(_evaluate_k(runs, spec, bvals, n, None, b_range, log_w), spec.convergence,
+                                    free)
         runner.log(_format_progress(K, report))
         if report["converged"]:
             break
         sweeps = min(2 * sweeps, spec.convergence.max_sweeps)  # doubling: few evaluations, little waste
         sweeps -= sweeps % spec.settings.block
         runs = runner.chains(K, bvals, sweeps, starts, previous=runs)
-    # the reported errors: a block bootstrap of the final chains
-    boot_rng = np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
-    entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range)
+    # the reported errors: a block bootstrap of the final chains (or batch means when the spec says so)
+    boot_rng = (np.random.default_rng(seed_sequence(runner.seed, runner.scan_id, "posterior", "bootstrap", K))
+                if spec.bootstrap_errors else None)
+    entry = _evaluate_k(runs, spec, bvals, n, boot_rng, b_range, log_w)
     report = convergence_report(entry, spec.convergence, free)
     runner.log(_format_progress(K, report))
     report["enabled"] = spec.convergence.enabled
@@ -378,7 +408,8 @@ def n_parameters(model: str, K: int) -> int:
 
 
 def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,
-            checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None) -> PosteriorResult:
+            checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None,
+            weights=None) -> PosteriorResult:
     """Sample K = k_min, k_min + 1, ... (``runs`` independent chains each) and compare them by evidence.
 
     For each K: a pilot tunes its ladder (unless an explicit ladder is given or
@@ -388,12 +419,25 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
     spent. K goes past ``k_max`` (up to ``k_limit``) while the largest K tried
     keeps P(K | data) >= ``expand_p``. ``progress(message)`` gets one line per
     K and segment.
+
+    ``weights`` (one positive number per point, e.g. 1 / the per-point
+    uncertainty): relative weights of a heteroscedastic likelihood
+    y_i ~ N(f_i, sigma^2 / w_i^2). They are rescaled to mean(w^2) = 1, so sigma
+    (sampled / estimated as without weights, or ``spec.sigma``) is the rms noise
+    level; every log evidence includes sum(log w_i), so evidences of weighted
+    fits are densities of y and compare with each other and with unweighted
+    ones. None: the unweighted likelihood (bit-identical to before weights).
     """
     x, y = check_spectrum(x, y, spec, source)
     n = x.size
-    base = _ladder(x, y, spec, campaign_seed, scan_id, source)
+    if weights is not None:
+        from xafsflow.bayes.remc import normalize_weights
+
+        weights = normalize_weights(weights, n, source)
+    log_w = None if weights is None else float(np.sum(np.log(weights)))
+    base = _ladder(x, y, spec, campaign_seed, scan_id, source, weights)
     b_range = (float(base[1]), float(base[-1]))  # one prior on b for every K's marginal evidence
-    runner = _Runner(x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, progress)
+    runner = _Runner(x, y, spec, campaign_seed, scan_id, client, checkpoint_dir, progress, weights)
     tune = spec.tuning.enabled and not spec.ladder
     pilots = runner.pilots(list(range(spec.k_min, spec.k_max + 1)), base) if tune else {}
     per_k: dict = {}
@@ -403,14 +447,15 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
             pilots.update(runner.pilots([K], base))
         start = None
         if spec.mode_starts and K - 1 in per_k:
-            start = mode_start(spec.build(K, x), spec.build(K - 1, x), per_k[K - 1], x, y)
-        per_k[K] = _sample_k(runner, K, base, pilots.get(K), start, n, b_range)
+            start = mode_start(spec.build(K, x), spec.build(K - 1, x), per_k[K - 1], x, y, weights)
+        per_k[K] = _sample_k(runner, K, base, pilots.get(K), start, n, b_range, log_w)
         K = _next_k(per_k, spec, n)
     ks = sorted(per_k)
     log_z = np.array([per_k[K]["log_z"] for K in ks])
     p_k = fe.model_probabilities(log_z)
     k_sel = ks[int(np.argmax(p_k))]
-    return PosteriorResult(ks, base, n, per_k, p_k, k_sel, spec.sigma, per_k[k_sel].get("noise"))
+    return PosteriorResult(ks, base, n, per_k, p_k, k_sel, spec.sigma, per_k[k_sel].get("noise"), weights,
+                           0.0 if log_w is None else log_w)
 
 
 def summarize(samples: np.ndarray, names: list[str]) -> list[dict]:

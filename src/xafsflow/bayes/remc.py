@@ -19,6 +19,14 @@ squares may be vectorized (reassociated); everything else keeps IEEE order.
 Every ``refresh`` sweeps everything is recomputed from scratch so rounding
 cannot drift.
 
+Weighted likelihood: with per-point weights w_i (``run_chain(..., weights=w)``)
+the data are y_i ~ N(f_i, sigma^2 / w_i^2), and every sum of squares above is
+the weighted one, sum w_i^2 (y_i - f_i)^2, so E = (1/2N) sum w_i^2 r_i^2 and the
+noise precision b = 1/sigma^2 is still the ladder's (sampled / estimated as
+without weights). The log evidence then gains sum_i log w_i
+(:mod:`xafsflow.bayes.posterior` adds it). Without weights the plain sums run
+(the same code as before weights existed: bit-identical chains).
+
 All random numbers come from one ``numpy.random.Generator`` (drawn in blocks of
 sweeps in Python and passed to the kernel), so a chain is reproducible from its
 seed and can be checkpointed and resumed exactly. :func:`sweep_reference` is a
@@ -171,6 +179,33 @@ def _sumsq(r):
     return acc
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dsse_w(old, new, resid, w2, lo, hi):
+    """:func:`_dsse` of the weighted sum of squares sum w_i^2 r_i^2 (``w2`` = w^2)."""
+    acc = 0.0
+    for i in range(lo, hi):
+        d = old[i] - new[i]
+        acc += w2[i] * (d * (2.0 * resid[i] + d))
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _sse_w(y, f, w2):
+    acc = 0.0
+    for i in range(y.size):
+        r = y[i] - f[i]
+        acc += w2[i] * (r * r)
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _sumsq_w(r, w2):
+    acc = 0.0
+    for i in range(r.size):
+        acc += w2[i] * (r[i] * r[i])
+    return acc
+
+
 def uniform_step(x: np.ndarray) -> float:
     """The grid step if ``x`` is uniform to 1e-9 of a step (then components use the recurrence), else 0."""
     if x.size < 3:
@@ -229,7 +264,7 @@ def _bg_fill(bgt, th, x, parts, out):
 
 
 @njit(cache=True)
-def _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx):
+def _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted):
     n = x.size
     _bg_fill(bgt, theta[s], x, bgp[s], bgv[s])
     for i in range(n):
@@ -245,12 +280,16 @@ def _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, 
         _fill_component(ct, p0, p1, p2, x, lo, hi, dx, comp[s, k], False)
         for i in range(lo, hi):
             resid[s, i] -= comp[s, k, i]
-    sse[s] = _sumsq(resid[s])
+    if weighted:
+        sse[s] = _sumsq_w(resid[s], w2)
+    else:
+        sse[s] = _sumsq(resid[s])
 
 
 @njit(cache=True)
 def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
-                nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg, tbg, dx):
+                nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg, tbg, dx,
+                w2, weighted):
     """One Metropolis move of all free parameters at once: u' = u + jscale * chol @ z in the
     moved coordinates (log theta for positive parameters), with the Jacobian in the ratio."""
     P = theta.shape[1]
@@ -288,12 +327,12 @@ def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, p
         base = nb + 3 * k
         lo, hi = _window(ct, x, buf_th[base + 1], buf_th[base + 2])
         _fill_component(ct, buf_th[base], buf_th[base + 1], buf_th[base + 2], x, lo, hi, dx, buf_f, True)
-    sse_new = _sse(y, buf_f)
+    sse_new = _sse_w(y, buf_f, w2) if weighted else _sse(y, buf_f)
     lu = math.log(u) if u > 0 else -np.inf
     if lu < -0.5 * bl * (sse_new - sse[s]) + dlp + ljac:
         for j in range(P):
             theta[s, j] = buf_th[j]
-        _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
+        _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
         jacc[l] += 1
 
 
@@ -303,8 +342,12 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
               normals, uniforms, ex_u, prior_draws, sweep0,
               acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
               energies_out, thin, samples_out, refresh, buf_new, buf_bg,
-              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx):
-    """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded."""
+              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx, w2, weighted):
+    """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded.
+
+    ``weighted``: sums of squares are weighted, sum w2_i r_i^2 (``w2`` = w^2 per point);
+    otherwise ``w2`` is not read and the sums are the plain ones.
+    """
     nsw = normals.shape[0]
     L = bvals.size
     P = theta.shape[1]
@@ -316,7 +359,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
         s0 = slot_of[0]
         for j in range(P):
             theta[s0, j] = prior_draws[t, j]
-        _recompute(s0, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
+        _recompute(s0, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
         for l in range(1, L):
             s = slot_of[l]
             bl = bvals[l]
@@ -354,7 +397,10 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                     _bg_sum(bgt, theta[s], x, tbg[0] if new_step else bgp[s, 0],
                             tbg[1] if new_line else bgp[s, 1], tbg[2] if new_line else bgp[s, 2], buf_bg)
                     theta[s, j] = old
-                    dsse = _dsse(bgv[s], buf_bg, resid[s], 0, N)
+                    if weighted:
+                        dsse = _dsse_w(bgv[s], buf_bg, resid[s], w2, 0, N)
+                    else:
+                        dsse = _dsse(bgv[s], buf_bg, resid[s], 0, N)
                     if lu < -0.5 * bl * dsse + dlp:
                         theta[s, j] = new
                         for i in range(N):
@@ -395,7 +441,10 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                     for i in range(hi_n, hi):
                         buf_new[i] = 0.0
                     _fill_component(ct, p0, p1, p2, x, lo_n, hi_n, dx, buf_new, False)
-                    dsse = _dsse(comp[s, k], buf_new, resid[s], lo, hi)
+                    if weighted:
+                        dsse = _dsse_w(comp[s, k], buf_new, resid[s], w2, lo, hi)
+                    else:
+                        dsse = _dsse(comp[s, k], buf_new, resid[s], lo, hi)
                     if lu < -0.5 * bl * dsse + dlp:
                         theta[s, j] = new
                         for i in range(lo, hi):
@@ -408,7 +457,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
             if jscale[l] > 0:
                 _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
                             nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, jnorm[t, l], ju[t, l],
-                            buf_th, buf_f, buf_bg, tbg, dx)
+                            buf_th, buf_f, buf_bg, tbg, dx, w2, weighted)
         # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
         for l in range(sweep % 2, L - 1, 2):
             sa = slot_of[l]
@@ -430,7 +479,7 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
             slot_dir[stop] = 2
         if refresh > 0 and (sweep + 1) % refresh == 0:
             for s in range(L):
-                _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx)
+                _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
         for l in range(L):
             energies_out[t, l] = sse[slot_of[l]] / (2.0 * N)
         if thin > 0 and (sweep + 1) % thin == 0:
@@ -443,11 +492,13 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
 
 # ===================================================================== numpy reference
 def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, normals, uniforms, ex_u,
-                    prior_draws, sweep0, thin, refresh, jnorm, ju):
+                    prior_draws, sweep0, thin, refresh, jnorm, ju, w2=None):
     """NumPy implementation of :func:`run_block` (same random inputs, same updates).
 
+    ``w2``: squared per-point weights (weighted sums of squares), None for the plain ones.
     Returns (energies (nsw, L), samples (n, L, P)); ``state`` is updated in place.
     """
+    wsq = np.ones(x.size) if w2 is None else np.asarray(w2, float)
     codes, pa, pb, logm = model.kernel_arrays()
     from xafsflow.bayes.models import background, component, component_sd
 
@@ -474,7 +525,7 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
         for k in range(K):
             r = r - st.comp[s, k]
         st.resid[s] = r
-        st.sse[s] = float(np.sum(r * r))
+        st.sse[s] = float(np.sum(wsq * (r * r)))
 
     from xafsflow.bayes.priors import Prior
 
@@ -498,7 +549,7 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
             p = new[nb + 3 * k: nb + 3 * k + 3]
             lo, hi = window(p[1], p[2])
             f[lo:hi] += component(ct, p[0], p[1], p[2], x[lo:hi])
-        sse_new = float(np.sum((y - f) ** 2))
+        sse_new = float(np.sum(wsq * (y - f) ** 2))
         lu = math.log(u) if u > 0 else -np.inf
         if lu < -0.5 * bl * (sse_new - st.sse[s]) + float(np.sum(lp_new - lp_old)) + ljac:
             st.theta[s] = new
@@ -535,7 +586,7 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
                 if j < nb:
                     bg_new = background(model.bg_type, th_new[:nb], x)
                     d = st.bgv[s] - bg_new
-                    dsse = float(np.sum(d * (2 * st.resid[s] + d)))
+                    dsse = float(np.sum(wsq * (d * (2 * st.resid[s] + d))))
                     if lu < -0.5 * bl * dsse + dlp:
                         st.theta[s, j] = new
                         st.resid[s] += d
@@ -554,7 +605,7 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
                     cn = np.zeros(hi - lo)
                     cn[lo_n - lo: hi_n - lo] = component(ct, p[0], p[1], p[2], x[lo_n:hi_n])
                     d = st.comp[s, k, lo:hi] - cn
-                    dsse = float(np.sum(d * (2 * st.resid[s, lo:hi] + d)))
+                    dsse = float(np.sum(wsq[lo:hi] * (d * (2 * st.resid[s, lo:hi] + d))))
                     if lu < -0.5 * bl * dsse + dlp:
                         st.theta[s, j] = new
                         st.resid[s, lo:hi] += d
@@ -621,13 +672,13 @@ class ChainState:
 
 
 def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.Generator,
-                  start: np.ndarray | None = None) -> ChainState:
+                  start: np.ndarray | None = None, weights: np.ndarray | None = None) -> ChainState:
     """Every slot starts from its own prior draw; step sizes start from the prior's scale.
 
     With ``start`` (a parameter vector, e.g. a candidate built from the K - 1
     solution), the coldest third of the replicas start there instead, so a mode
     the prior draws would rarely reach is in the chain from the beginning; the
-    hotter replicas still start from the prior.
+    hotter replicas still start from the prior. ``weights``: see :func:`run_chain`.
     """
     L, P, N, K = bvals.size, model.n_params, x.size, model.K
     theta = model.sample_prior(rng, L)
@@ -660,10 +711,42 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
             shrink = 1.0 if l <= 1 or bvals[1] <= 0 else math.sqrt(bvals[1] / bvals[l])
             st.step[l, j] = scale * max(shrink, 1e-3)
     dx = uniform_step(np.ascontiguousarray(x, dtype=np.float64))
+    w2, weighted = squared_weights(weights, N)
     for s in range(L):
         _recompute(s, x, y, st.theta, st.resid, st.comp, st.bgv, st.bgp, st.win, st.sse, model.nb, K,
-                   model.comp_type, model.bg_type, dx)
+                   model.comp_type, model.bg_type, dx, w2, weighted)
     return st
+
+
+def check_weights(weights, n: int, source: str | None = None) -> np.ndarray:
+    """Per-point likelihood weights as a float array of length ``n``: finite and positive, else an error.
+
+    Raises :class:`xafsflow.errors.AnalysisInputError` naming what is wrong.
+    """
+    from xafsflow.errors import AnalysisInputError
+
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise AnalysisInputError(f"weights must be one per point ({n}), got shape {w.shape}", source)
+    bad = ~np.isfinite(w) | (w <= 0)
+    if bad.any():
+        raise AnalysisInputError(f"{int(bad.sum())} weight(s) are not finite and positive (first at point "
+                                 f"{int(np.argmax(bad))}); a per-point uncertainty must be > 0", source)
+    return w
+
+
+def normalize_weights(weights, n: int, source: str | None = None) -> np.ndarray:
+    """Relative weights rescaled so that mean(w^2) = 1 (then sigma is the rms noise; see :func:`run_chain`)."""
+    w = check_weights(weights, n, source)
+    return w / math.sqrt(float(np.mean(w * w)))
+
+
+def squared_weights(weights, n: int) -> tuple[np.ndarray, bool]:
+    """(w^2 as a contiguous float64 array, whether the likelihood is weighted) for the kernel."""
+    if weights is None:
+        return np.ones(n), False
+    w = check_weights(weights, n)
+    return np.ascontiguousarray(w * w), True
 
 
 @dataclass
@@ -703,12 +786,35 @@ class _Workspace:
     buf_f: np.ndarray  # (N,)
     tbg: np.ndarray  # (3, N)
     dx: float  # uniform grid step (0 when the grid is not uniform)
+    w2: np.ndarray | None = None  # squared per-point weights (None: unweighted)
+
+    @property
+    def weighted(self) -> bool:
+        return self.w2 is not None
+
+    @property
+    def w2_kernel(self) -> np.ndarray:
+        return self.w2 if self.w2 is not None else self.buf_new  # not read when unweighted
+
+
+def make_workspace(x, model: SpectralModel, weights=None) -> _Workspace:
+    """The kernel's arrays and scratch buffers for ``model`` on the grid ``x`` (``weights``: see :func:`run_chain`)."""
+    P, N = model.n_params, x.size
+    w2, weighted = squared_weights(weights, N)
+    return _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
+                      uniform_step(x), w2 if weighted else None)
 
 
 def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
               checkpoint: str | Path | None = None, use_kernel: bool = True, progress=None,
-              resume: ChainResult | None = None, start: np.ndarray | None = None) -> ChainResult:
+              resume: ChainResult | None = None, start: np.ndarray | None = None,
+              weights: np.ndarray | None = None) -> ChainResult:
     """Run one replica-exchange chain: burn-in with step adaptation, then production.
+
+    ``weights`` (one positive number per point, used as given; None: all 1)
+    make the likelihood y_i ~ N(f_i, 1 / (b w_i^2)): the recorded energies are
+    E = sum w_i^2 (y_i - f_i)^2 / 2N. :func:`normalize_weights` scales relative
+    weights to mean(w^2) = 1; :func:`xafsflow.bayes.posterior.analyse` does so.
 
     With ``checkpoint`` set, the full state (including the random generator) is
     saved every ``settings.checkpoint_every`` sweeps and at the end, and a chain
@@ -723,7 +829,7 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
     y = np.ascontiguousarray(y, dtype=np.float64)
     bvals = np.ascontiguousarray(bvals, dtype=np.float64)
     L, P, N = bvals.size, model.n_params, x.size
-    ident = _identity(x, y, model, bvals, settings, seed, start)
+    ident = _identity(x, y, model, bvals, settings, seed, start, weights)
     resumed = _load_checkpoint(checkpoint, ident) if checkpoint else None
     if resume is not None and (resumed is None or resumed[2] < resume.sweep):
         rng = np.random.default_rng()
@@ -733,11 +839,10 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         st, rng, sweep, energies, samples = resumed
     else:
         rng = np.random.default_rng(seed)
-        st = initial_state(x, y, model, bvals, rng, start)
+        st = initial_state(x, y, model, bvals, rng, start, weights)
         sweep, energies, samples = 0, [], []
     total = settings.burn_in + settings.sweeps
-    work = _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
-                      uniform_step(x))
+    work = make_workspace(x, model, weights)
     nblk = settings.block
     while sweep < total:
         draws = _draw_block(rng, model, L, P, nblk)
@@ -775,11 +880,12 @@ def _run_one_block(x, y, bvals, model: SpectralModel, settings: ChainSettings, s
                        normals, uniforms, ex_u, prior, sweep,
                        st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
                        e_out, thin, s_out, settings.refresh, work.buf_new, work.buf_bg,
-                       st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, work.buf_th, work.buf_f, work.tbg, work.dx)
+                       st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, work.buf_th, work.buf_f, work.tbg, work.dx,
+                       work.w2_kernel, work.weighted)
         s_out = s_out[:ns]
     else:
         e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
-                                       thin, settings.refresh, jnorm, ju)
+                                       thin, settings.refresh, jnorm, ju, work.w2)
     return e_out, s_out
 
 
@@ -846,13 +952,16 @@ def _adapt(st: ChainState, target: float) -> None:
     st.tried[...] = 0
 
 
-def _identity(x, y, model, bvals, settings, seed, start=None) -> str:
+def _identity(x, y, model, bvals, settings, seed, start=None, weights=None) -> str:
     """What a checkpoint must match to be resumed: everything but the production length."""
     import hashlib
 
     h = hashlib.sha256()
     for a in (x, y, bvals) + (() if start is None else (np.asarray(start, float),)):
         h.update(np.ascontiguousarray(a).tobytes())
+    if weights is not None:
+        h.update(b"weights")
+        h.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
     kept = {k: v for k, v in vars(settings).items() if k != "sweeps"}
     h.update(json.dumps([model.name, model.K, [(p.dist, p.a, p.b) for p in model.priors],
                          kept, list(seed.entropy) if np.ndim(seed.entropy) else [seed.entropy],

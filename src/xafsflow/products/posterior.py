@@ -159,6 +159,30 @@ def fitted_data(scan_store, fit_range) -> tuple[np.ndarray, np.ndarray, float | 
     return e[m], y[m], e0, src
 
 
+def point_uncertainty(scan_store, x: np.ndarray) -> np.ndarray:
+    """The store's per-point uncertainty ``norm_sd`` at the fitted energies ``x`` (an error if it has none).
+
+    Used as likelihood weights 1 / norm_sd when ``uncertainty_weights`` is set.
+    """
+    g = st.open_store(scan_store)
+    attrs = dict(g.attrs)
+    src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
+    if "norm_sd" not in g:
+        raise AnalysisInputError("uncertainty_weights: true needs a per-point uncertainty norm_sd in the store "
+                                 "(a grain spectrum of the segment product has one); set it to false", src)
+    e = g["energy"][...]
+    sd = np.asarray(g["norm_sd"][...], float)
+    idx = np.searchsorted(e, x)
+    if np.any(idx >= e.size) or not np.array_equal(e[np.minimum(idx, e.size - 1)], x):
+        raise AnalysisInputError("norm_sd: the fitted energies are not points of the store's energy axis", src)
+    sd = sd[idx]
+    bad = ~np.isfinite(sd) | (sd <= 0)
+    if bad.any():
+        raise AnalysisInputError(f"norm_sd: {int(bad.sum())} point(s) in the fitted range have no positive "
+                                 f"uncertainty (first at {x[int(np.argmax(bad))]:.6g})", src)
+    return sd
+
+
 def preedge_window(scan_store, pe: dict) -> tuple[float, float, str]:
     """The pre-edge model's fitted range (eV) and how it was set.
 
@@ -299,6 +323,7 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
     except InputError as exc:
         raise AnalysisInputError(exc.reason, src) from None
     x_label = _x_label(scan_store)
+    weights = 1.0 / point_uncertainty(scan_store, x) if p.get("uncertainty_weights") else None
 
     def progress(message):
         print(f"posterior {scan_id}: {message}", file=sys.stderr, flush=True)
@@ -308,10 +333,10 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
 
         with client(threads, mem_mb, dashboard=dashboard) as c:
             res = analyse(x, y, spec, campaign_seed, scan_id, client=c, checkpoint_dir=checkpoint_dir, source=src,
-                          progress=progress)
+                          progress=progress, weights=weights)
     else:
         res = analyse(x, y, spec, campaign_seed, scan_id, checkpoint_dir=checkpoint_dir, source=src,
-                      progress=progress)
+                      progress=progress, weights=weights)
     flags = quality_flags(res, p["quality"], spec, x)
     write_store(out, res, x, y, e0, spec, p, scan_id, campaign_seed, params_hash, flags, scan_store, window)
     write_tsv(tsv, res, spec)
@@ -344,7 +369,13 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
         "min_exchange_rate": float(np.min(sel["exchange_rate"])),
         "conventions": "E = sum((y-f)^2)/(2N); F(K,b) = -log int exp(-N b E) p(theta) dtheta; "
                        "log Z = (N/2) log(b/2pi) - F; centres ordered, prior normalized over the ordered region",
+        "weighted": res.weights is not None,
     }
+    if res.weights is not None:
+        attrs["conventions"] = ("weighted: y_i ~ N(f_i, sigma^2 / w_i^2), w_i = 1/norm_sd_i scaled to mean(w^2) = 1; "
+                                "E = sum(w^2 (y-f)^2)/(2N); F(K,b) = -log int exp(-N b E) p(theta) dtheta; "
+                                "log Z = (N/2) log(b/2pi) + sum(log w) - F; centres ordered")
+        attrs["log_weight_sum"] = res.log_weight_sum
     if spec.model == "preedge":
         attrs["fit_window"] = window
         attrs.update({f"preedge_{k}": v for k, v in preedge_summary(sel, spec).items()})
@@ -363,6 +394,9 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
     with st.atomic_store(out) as g:
         st.put_array(g, "energy", x, ("energy",), attrs={"units": units})
         st.put_array(g, "norm", y, ("energy",))
+        if res.weights is not None:
+            st.put_array(g, "weights", res.weights, ("energy",),
+                         attrs={"meaning": "likelihood weights w (1/norm_sd scaled to mean(w^2) = 1)"})
         st.put_array(g, "b", res.bvals, ("replica",),
                      attrs={"meaning": "starting precision ladder, b = 1/sigma^2 (each K's tuned one: K<k>/b)"})
         st.put_array(g, "K", np.array(ks), ("K",))

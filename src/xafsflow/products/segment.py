@@ -9,6 +9,18 @@ grains, features, parameters, the C curve, provenance), ``<scan_id>.mrf.tsv``
 (one row per grain: connected region of one class at or above
 ``min_grain_area`` pixels) and ``<scan_id>.mrf.png``.
 
+Per-grain spectroscopy (``grains`` block, :mod:`xafsflow.imaging.grain_spectra`)
+runs inside this job, after the segmentation: the number of grains is known
+only then, and each grain's posterior takes about a second, far less than a
+Snakemake job's start-up, so one job per stack analyses all its grains, one
+after the other, or one Dask task per grain when the job has a client
+(``threads`` > 1). Each grain's chains have their own random streams (keyed by
+scan id and grain id), so the result is the same either way. The grain
+spectra are written under ``grain_spectra/g<id>`` of the store as spectra the
+posterior product can take (``energy``, ``norm``, ``norm_sd``, attributes
+``kind``, ``e0``); the table gets each grain's edge position with its interval
+and edge group, and the figure a panel of the grain map coloured by the edge.
+
 Pixels with a non-positive edge step, or whose features cannot be found, are
 masked (label -1). With ``abundances: true`` the scan's NMF store
 (``<scan_id>.nmf.zarr`` of the nmf product, ``--nmf-store``) adds its
@@ -34,7 +46,7 @@ PRODUCT = Product(
     directory="segmentation",
     kinds=("stack",),
     params_key="segment",
-    summary_fields=("n_classes", "n_grains", "beta", "ari_gmm", "masked_fraction"),
+    summary_fields=("n_classes", "n_grains", "beta", "ari_gmm", "masked_fraction", "n_edge_groups"),
     description="grain segmentation of a micro-XAFS stack by a hidden Potts Markov random field",
     module=__name__,
     part="mrf",
@@ -64,6 +76,21 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         problems.append(f"gibbs_burn ({params['gibbs_burn']}) must be below gibbs_sweeps ({params['gibbs_sweeps']})")
     if params["beta"] is not None and params["beta"] > params["beta_max"]:
         problems.append(f"beta ({params['beta']}) is above beta_max ({params['beta_max']})")
+    gp = params["grains"]
+    if gp["enabled"]:
+        if gp["k_min"] > gp["k_max"]:
+            problems.append(f"grains: K range [{gp['k_min']}, {gp['k_max']}] is empty (k_min > k_max)")
+        for key in ("fit_range", "component_range"):
+            if not gp[key][0] < gp[key][1]:
+                problems.append(f"grains.{key} [{gp[key][0]}, {gp[key][1]}] is not ordered (start below end)")
+        if 50 % gp["thin"] or gp["sweeps"] % 50 or gp["burn_in"] % 50:
+            problems.append("grains: sweeps and burn_in must be multiples of 50 and thin must divide 50")
+        try:
+            from xafsflow.bayes.models import check_priors
+
+            check_priors("xanes", gp["priors"])
+        except Exception as exc:  # an InputError naming the prior
+            problems.append(f"grains.priors: {getattr(exc, 'reason', exc)}")
     return problems
 
 
@@ -88,6 +115,7 @@ def summary(attrs: dict) -> dict:
         "beta": fmt(attrs.get("beta"), ".3f"),
         "ari_gmm": fmt(attrs.get("ari_gmm"), ".3f"),
         "masked_fraction": fmt(attrs.get("masked_fraction"), ".3f"),
+        "n_edge_groups": attrs.get("n_edge_groups", ""),
         "flags": list(attrs.get("flags") or []),
     }
 
@@ -194,20 +222,80 @@ def segment_features(maps, p: dict, seed: int, chunks=None):
 
 
 def grains(labels: np.ndarray, neighbours: int):
-    """Connected regions of one class: (grain map, -1 outside any; list of (grain id, class, area))."""
-    from scipy import ndimage
+    """Connected regions of one class: (grain map, -1 outside any; list of (grain id, class, area)).
 
-    structure = ndimage.generate_binary_structure(2, 1 if neighbours == 4 else 2)
-    out = np.full(labels.shape, -1, dtype=np.int32)
-    table = []
-    for c in range(int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0):
-        lab, n = ndimage.label(labels == c, structure=structure)
-        for k in range(1, n + 1):
-            sel = lab == k
-            gid = len(table)
-            out[sel] = gid
-            table.append((gid, c, int(sel.sum())))
-    return out, table
+    See :func:`xafsflow.imaging.grain_spectra.find_grains`.
+    """
+    from xafsflow.imaging.grain_spectra import find_grains
+
+    return find_grains(labels, neighbours)
+
+
+def grain_spec(gp: dict, e0: float):
+    """The :class:`~xafsflow.bayes.posterior.PosteriorSpec` of grain spectra from the ``grains`` block."""
+    from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
+    from xafsflow.bayes.settings import ChainSettings
+
+    lo, hi = gp["component_range"]
+    priors = dict(gp["priors"], centre={"dist": "uniform", "lo": e0 + lo, "hi": e0 + hi})
+    return PosteriorSpec(model="xanes", k_min=gp["k_min"], k_max=gp["k_max"], k_limit=gp["k_max"],
+                         replicas=gp["replicas"], runs=gp["runs"], e0=e0, priors=priors,
+                         settings=ChainSettings(sweeps=gp["sweeps"], burn_in=gp["burn_in"], thin=gp["thin"],
+                                                block=50, adapt_every=50, checkpoint_every=50),
+                         tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False),
+                         bootstrap_errors=False, noise_grid=100)
+
+
+def _current_client():
+    """The Dask client of this job (``threads`` > 1), else None."""
+    try:
+        from distributed import default_client
+
+        return default_client()  # never starts a cluster: ValueError when there is none
+    except (ImportError, ValueError):
+        return None
+
+
+def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, scan_id: str):
+    """Grain spectra and their posteriors.
+
+    Returns (energy, means, sems, counts, GrainPosteriors, seconds, notes): the spectra of
+    the grains analysed (rows of ``means`` in the order of the results) and what was
+    skipped and why (``notes``, also flags): a fit window with too few of the stack's
+    energies skips every grain, a grain whose spectrum is not :func:`usable` is skipped
+    alone. The segmentation itself never fails for its grains' spectroscopy.
+    """
+    import time
+
+    from xafsflow.bayes.settings import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
+    from xafsflow.imaging import grain_spectra as gs
+
+    t0 = time.perf_counter()
+    g = st.open_store(scan_store)
+    energy = g["energy"][...]
+    e0 = float(g.attrs["e0"])
+    norm = g["norm"]
+    rows = norm.chunks[1]
+    ny = norm.shape[1]
+    empty = (energy, np.empty((0, energy.size)), np.empty((0, energy.size)), np.empty((0, energy.size), int), [])
+    if not analysed:
+        return (*empty, 0.0, [])
+    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS["xanes"] + 3 * gp["k_max"])
+    n_fit = int(gs.fit_window(energy, e0, gp["fit_range"]).sum())
+    if n_fit < need:
+        return (*empty, 0.0, [f"grains_skipped(fit_range holds {n_fit} energies, the model needs {need})"])
+    blocks = ((y0, norm[:, y0: y0 + rows, :]) for y0 in range(0, ny, rows))
+    means, sems, counts = gs.grain_mean_spectra(blocks, grain_map, [t[0] for t in analysed])
+    keep = [i for i in range(len(analysed)) if gs.usable(energy, means[i], sems[i], e0, gp["fit_range"]) is None]
+    notes = []
+    if len(keep) < len(analysed):
+        bad = [analysed[i][0] for i in range(len(analysed)) if i not in keep]
+        notes.append(f"grains_skipped({len(bad)} without a finite spectrum or spread: {', '.join(map(str, bad[:5]))})")
+    means, sems, counts = means[keep], sems[keep], counts[keep]
+    results = gs.analyse_grains(energy, means, sems, [analysed[i] for i in keep], e0, gp["fit_range"],
+                                grain_spec(gp, e0), campaign_seed, scan_id, level=gp["level"],
+                                client=_current_client(), weighted=gp["weighted"])
+    return energy, means, sems, counts, results, time.perf_counter() - t0, notes
 
 
 def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
@@ -248,6 +336,13 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         labels = np.where(maps.mask, np.argmax(probs, axis=-1), -1).astype(np.int32)
     grain_map, table = grains(labels, p["neighbours"])
     listed = [t for t in table if t[2] >= p["min_grain_area"]]
+    gp = p["grains"]
+    analysed = [t for t in listed if t[2] >= gp["min_area"]] if gp["enabled"] else []
+    g_energy, g_means, g_sems, g_counts, g_res, g_seconds, g_notes = grain_step(
+        scan_store, grain_map, analysed, gp, campaign_seed, scan_id)
+    from xafsflow.imaging.grain_spectra import edge_groups
+
+    groups = edge_groups([(r.edge["q_lo"], r.edge["q_hi"]) for r in g_res])
     m = maps.mask
     ari = float(adjusted_rand_score(best.gmm_labels[m], labels[m])) if m.any() else None
     flags = []
@@ -259,6 +354,10 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         flags.append(f"classes_at_limit(C={best.n_classes})")
     if not all(sel.supported[sel.classes.index(best.n_classes):sel.classes.index(best.n_classes) + 1]):
         flags.append("classes_unsupported")
+    flags += g_notes
+    slow = [r.grain for r in g_res if not r.max_rhat <= 1.1]
+    if slow:
+        flags.append(f"grain_high_rhat({len(slow)} grains above 1.1: {', '.join(map(str, slow[:5]))})")
     attrs = {
         "scan_id": scan_id, "n_classes": best.n_classes, "n_grains": len(listed), "n_regions": len(table),
         "beta": best.beta, "ari_gmm": ari, "masked_fraction": float(1 - m.mean()),
@@ -267,6 +366,8 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         "feature_names": maps.names, "feature_units": maps.units, "feature_mean": maps.mean,
         "feature_sd": maps.sd, "notes": maps.notes + sel.notes, "flags": flags,
         "pixel_size_um": scan_attrs.get("pixel_size_um"),
+        "n_grains_analysed": len(g_res), "n_edge_groups": (max(groups) + 1) if groups else None,
+        "grain_seconds": g_seconds,
     }
     prov = st.provenance("segment", [], {"segment": p}, campaign_seed, params_hash, maps.notes + sel.notes,
                          extra={"scan_store_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
@@ -294,35 +395,81 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         st.put_array(curve, "bic_mrf", np.array(sel.bic), ("C",))
         st.put_array(curve, "bic_gmm", np.array(sel.gmm_bic), ("C",))
         st.put_array(curve, "supported", np.array(sel.supported), ("C",))
+        if gp["enabled"]:
+            write_grain_spectra(g.create_group("grain_spectra"), g_energy, g_means, g_sems, g_counts, g_res, groups,
+                                scan_id, scan_attrs, gp)
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
-    write_tsv(tsv, listed, grain_map, maps, probs, scan_attrs.get("pixel_size_um"))
-    plot_segment(png, maps, best, labels, sel, scan_id)
+    spectro = {r.grain: (r, grp) for r, grp in zip(g_res, groups)}
+    write_tsv(tsv, listed, grain_map, maps, probs, scan_attrs.get("pixel_size_um"), spectro, gp["level"])
+    plot_segment(png, maps, best, labels, sel, scan_id, grain_map, spectro)
     return attrs
 
 
-def write_tsv(path, listed, grain_map, maps, probs, pixel_size_um) -> None:
-    """One row per listed grain: id, class, area (pixels, um^2), centroid, mean features, mean class probability."""
+def write_grain_spectra(gs_group, energy, means, sems, counts, results, groups, scan_id, scan_attrs, gp) -> None:
+    """``grain_spectra``: the edge table of the analysed grains, and one ``g<id>`` group per grain holding its
+    spectrum as a spectrum store the posterior product can take (energy, norm, norm_sd; kind, e0)."""
+    n = len(results)
+    st.put_array(gs_group, "grain", np.array([r.grain for r in results], dtype=np.int64), ("grain",))
+    for name, key in (("edge_median", "median"), ("edge_q_lo", "q_lo"), ("edge_q_hi", "q_hi")):
+        st.put_array(gs_group, name, np.array([r.edge[key] for r in results], float).reshape(n), ("grain",),
+                     attrs={"units": "eV"})
+    st.put_array(gs_group, "edge_group", np.array(groups, dtype=np.int64).reshape(n), ("grain",),
+                 attrs={"meaning": "connected components of 'the edge intervals overlap', 0 lowest"})
+    prov = {"raw_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})}
+    for i, r in enumerate(results):
+        sub = gs_group.create_group(f"g{r.grain}")
+        st.put_array(sub, "energy", energy, ("energy",), attrs={"units": "eV"})
+        st.put_array(sub, "norm", means[i], ("energy",), attrs={"meaning": "mean of the grain's normalized pixels"})
+        st.put_array(sub, "norm_sd", sems[i], ("energy",), attrs={"meaning": "sd of the grain's pixels / sqrt(n)"})
+        st.put_array(sub, "n_pixels", counts[i], ("energy",))
+        st.put_array(sub, "edge_draws", r.edge_draws, ("chain", "draw"), attrs={"units": "eV"})
+        st.set_attrs(sub, kind="xanes", scan_id=f"{scan_id}_g{r.grain}", e0=float(scan_attrs["e0"]),
+                     element=scan_attrs.get("element"), edge=scan_attrs.get("edge"), grain=r.grain, **{"class": r.cls},
+                     area_px=r.area, edge_eV=r.edge, edge_group=int(groups[i]), K=r.k_selected, P_K=r.p_k,
+                     sigma_hat=r.sigma_hat, max_rhat=r.max_rhat, component_areas=r.component_areas,
+                     log_evidence=r.log_z, fit_range=list(gp["fit_range"]), weighted=gp["weighted"],
+                     **{st.PROVENANCE_KEY: prov})
+
+
+def write_tsv(path, listed, grain_map, maps, probs, pixel_size_um, spectro=None, level: float = 0.95) -> None:
+    """One row per listed grain: id, class, area (pixels, um^2), centroid, mean features, mean class probability;
+    for grains whose spectrum was analysed (``spectro``: grain id -> (GrainPosterior, edge group)) the posterior
+    edge (median and central ``level`` interval, eV), its edge group, K, P(K), sigma-hat, R-hat and the
+    components' median areas (empty for the others)."""
+    spectro = spectro or {}
+    a = 100 * (1 - level) / 2
     yy, xx = np.indices(grain_map.shape)
     with open(Path(path), "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["grain", "class", "area_px", "area_um2", "centroid_y", "centroid_x"]
-                   + [f"mean_{n}" for n in maps.names] + ["mean_probability"])
+                   + [f"mean_{n}" for n in maps.names] + ["mean_probability", "edge_eV", f"edge_q{a:g}",
+                                                          f"edge_q{100 - a:g}", "edge_group", "K", "P_K", "sigma",
+                                                          "max_rhat", "component_areas"])
         for gid, c, area in listed:
             sel = grain_map == gid
             um2 = "" if pixel_size_um is None else f"{area * float(pixel_size_um) ** 2:.6g}"
             feats = [f"{v:.6g}" for v in np.nanmean(maps.physical[sel], axis=0)]
+            post = [""] * 9
+            if gid in spectro:
+                r, grp = spectro[gid]
+                post = [f"{r.edge['median']:.3f}", f"{r.edge['q_lo']:.3f}", f"{r.edge['q_hi']:.3f}", grp,
+                        r.k_selected, f"{r.p_k:.3f}", "" if r.sigma_hat is None else f"{r.sigma_hat:.4g}",
+                        f"{r.max_rhat:.3f}", ";".join(f"{v:.4g}" for v in r.component_areas)]
             w.writerow([gid, c, area, um2, f"{yy[sel].mean():.2f}", f"{xx[sel].mean():.2f}"] + feats
-                       + [f"{probs[sel][:, c].mean():.4f}"])
+                       + [f"{probs[sel][:, c].mean():.4f}"] + post)
 
 
-def plot_segment(path, maps, best, labels, sel, scan_id: str) -> None:
-    """Feature map, GMM-only labels, MRF labels side by side, and the BIC over C."""
+def plot_segment(path, maps, best, labels, sel, scan_id: str, grain_map=None, spectro=None) -> None:
+    """Feature map, GMM-only labels, MRF labels side by side, the BIC over C, and (with analysed grains)
+    the grain map coloured by each grain's posterior edge, each grain marked with its edge group
+    (grains of different groups have non-overlapping intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    spectro = spectro or {}
+    fig, axes = plt.subplots(1, 5 if spectro else 4, figsize=(21 if spectro else 17, 4))
     feat = np.where(maps.mask, maps.physical[..., 0], np.nan)
     im = axes[0].imshow(feat, cmap="viridis")
     fig.colorbar(im, ax=axes[0], shrink=0.8, label=f"{maps.names[0]} ({maps.units[0]})")
@@ -349,6 +496,23 @@ def plot_segment(path, maps, best, labels, sel, scan_id: str) -> None:
     ax.set_xlabel("classes C")
     ax.set_ylabel("BIC")
     ax.legend(fontsize=7)
+    if spectro:
+        ax = axes[4]
+        edge = np.full(grain_map.shape, np.nan)
+        for gid, (r, _) in spectro.items():
+            edge[grain_map == gid] = r.edge["median"]
+        im = ax.imshow(edge, cmap="plasma", interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="posterior edge e0 (eV)").formatter.set_useOffset(False)
+        yy, xx = np.indices(grain_map.shape)
+        for gid, (r, grp) in spectro.items():
+            sel_g = grain_map == gid
+            py, px = yy[sel_g], xx[sel_g]
+            i = int(np.argmin((py - py.mean()) ** 2 + (px - px.mean()) ** 2))  # a pixel of the grain (not convex)
+            ax.text(px[i], py[i], str(grp), ha="center", va="center", fontsize=8,
+                    color="black", fontweight="bold", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8})
+        ax.set_title("grain edge; number = edge group\n(different numbers: intervals do not overlap)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
