@@ -46,8 +46,9 @@ def test_masking_and_standardization():
     assert maps.mask.tolist() == [[True, False], [True, False]]
     assert np.all(np.isnan(maps.physical[~maps.mask])) and np.all(maps.values[~maps.mask] == 0)
     v = maps.values[maps.mask]
-    np.testing.assert_allclose(v.mean(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(v.std(axis=0), 1.0, atol=1e-12)
+    # two pixels: the rounding of energies near 7000 eV divided by their small spread (4e-11 seen on an AMD EPYC)
+    np.testing.assert_allclose(v.mean(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(v.std(axis=0), 1.0, atol=1e-9)
     assert any("no half-step crossing" in n for n in maps.notes)
     with pytest.raises(ValueError, match="unknown features"):
         ft.spectral_features(ENERGY, norm, E0, features=("pre_edge",))

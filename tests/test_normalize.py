@@ -394,7 +394,9 @@ def test_same_points_same_numbers_as_larch(name, nnorm):
         np.testing.assert_allclose(ours.flat, ref.flat, rtol=0, atol=1e-13)
     else:  # larch's own rounding at degree 3 (see the docstring): 2.8e-12 measured
         np.testing.assert_allclose(ours.post_edge, ref.post_edge, rtol=0, atol=1e-11)
-        np.testing.assert_allclose(ours.norm, ref.norm, rtol=0, atol=1e-13)
+        # norm = (mu - pre_edge) / edge_step; the cubic's step carries larch's rounding (1.6e-13 on an
+        # AMD EPYC, below 1e-13 elsewhere), so not the README's 1e-13, which is claimed up to a quadratic
+        np.testing.assert_allclose(ours.norm, ref.norm, rtol=0, atol=1e-12)
         np.testing.assert_allclose(ours.flat, ref.flat, rtol=0, atol=1e-11)
 
 
