@@ -6,9 +6,10 @@
    neighbourhood 7) on TDGL-like textures at 256x256 and 512x512, one image at a time and in a
    batch of 8; median and spread over repeats.
 2. TDGL steps per second at 256x256 (one run, and a batch of 8 runs), float32 and float64.
-3. plenoptic (torch) on the same images: its PortillaSimoncelli time beside ours as a ratio and the
-   correlation of the statistic vectors where their definitions match -- only where plenoptic is
-   importable (it is not part of xafsflow's environment: it needs torch).
+3. plenoptic (torch) on the same images: its PortillaSimoncelli time beside ours as a ratio -- only
+   where plenoptic is importable (it is not part of xafsflow's environment: it needs torch). The
+   full comparison, with the correlation of the statistic groups whose definitions match, is
+   bench_pss_plenoptic.py (run it in a benchmark-only venv with torch and plenoptic).
 """
 
 from __future__ import annotations
@@ -79,19 +80,12 @@ def main() -> None:
 
 
 def peer_compare(imgs: np.ndarray, repeats: int) -> None:
-    """plenoptic's PortillaSimoncelli on the same images (only run where torch and plenoptic exist)."""
-    import plenoptic as po
-    import torch
+    """plenoptic's PortillaSimoncelli on the same images (only where torch and plenoptic exist):
+    the timing of bench_pss_plenoptic.py (ratio per repeat, torch 2 and 1 threads)."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from bench_pss_plenoptic import timing
 
-    x = torch.tensor(imgs[:, None], dtype=torch.float64)
-    model = po.simul.PortillaSimoncelli(imgs.shape[-2:], n_scales=4, n_orientations=4, spatial_corr_width=7)
-    single = timed(lambda: model(x[:1]), repeats)
-    batch = timed(lambda: model(x), repeats)
-    ours_single = timed(lambda: pss.pss(imgs[0]), repeats)
-    ours_batch = timed(lambda: pss.pss(imgs), repeats)
-    print(f"  plenoptic single: {spread(single, 1)}; ratio ours/plenoptic speed "
-          f"{np.median(single) / np.median(ours_single):.2f}")
-    print(f"  plenoptic batch 8: {spread(batch, 8)}; ratio {np.median(batch) / np.median(ours_batch):.2f}")
+    timing(imgs, repeats)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ dependencies), e.g.::
    float64). Peer: ``plenoptic.models.PortillaSimoncelli(n_scales=4, n_orientations=4,
    spatial_corr_width=7)`` in float64 and float32 with torch threads = 2, and float64 with 1 thread
    (on a loaded 2-core machine torch's second thread can cost more than it gives); model built
-   outside the timing, one warm-up call, ``torch.no_grad()``. Each repeat runs ours and the peer back to back, and the ratio peer/ours is
-   taken per repeat (so a burst of load hits both); median and range over repeats.
+   outside the timing, one warm-up call, ``torch.no_grad()``. Each repeat runs ours and the peer
+   back to back, and the ratio peer/ours is taken per repeat (so a burst of load hits both);
+   median and range over repeats.
 2. Agreement, on 16 TDGL images at 256x256 over alpha in [1.0, 2.4]: the statistic groups whose
-   definitions agree (listed in ``MATCHED``), each entry of ours mapped onto plenoptic's. Two
+   definitions agree (listed in :func:`matched`), each entry of ours mapped onto plenoptic's. Two
    numbers per group: the Pearson correlation of all (image, entry) pairs pooled, and the median
    over entries of the per-entry correlation across images (what a PCA on standardized statistics
    sees). Overall: the pooled correlation of the per-entry standardized (z-scored across images)
@@ -100,7 +101,8 @@ def timing(imgs: np.ndarray, repeats: int) -> list[str]:
                                   lambda: model(x[:count]), repeats)
             ratio = t_p / t_o
             what = "single" if count == 1 else f"batch {count}"
-            lines.append(f"{n}x{n} {what:8s} plenoptic {str(dtype)[6:]} {threads} thr: ours {np.median(t_o) / count * 1e3:7.1f} ms/image "
+            lines.append(f"{n}x{n} {what:8s} plenoptic {str(dtype)[6:]} {threads} thr: ours "
+                         f"{np.median(t_o) / count * 1e3:7.1f} ms/image "
                          f"({t_o.min() / count * 1e3:.1f}-{t_o.max() / count * 1e3:.1f}), plenoptic "
                          f"{np.median(t_p) / count * 1e3:7.1f} ms/image ({t_p.min() / count * 1e3:.1f}-"
                          f"{t_p.max() / count * 1e3:.1f}); ratio plenoptic/ours {np.median(ratio):.2f} "
