@@ -139,3 +139,14 @@ def test_real_stack_through_the_workflow(tmp_path):
     assert np.all(np.diff(g["error"][...]) <= 1e-12)
     bench = next(csv.DictReader(open(res / "benchmarks" / "nmf" / "als_fe.tsv"), delimiter="\t"))
     assert float(bench["max_rss"]) < 2000  # MB: the rule's mem_mb
+    # the segment product on the real stack: every grain at or above min_area has its mean spectrum in the
+    # store and an edge posterior in the table; smaller grains are listed without one
+    from xafsflow.schemas import analysis_defaults
+
+    min_area = analysis_defaults("stack")["segment"]["grains"]["min_area"]
+    rows = list(csv.DictReader(open(res / "segmentation" / "als_fe.mrf.tsv"), delimiter="\t"))
+    big = {r["grain"] for r in rows if int(r["area_px"]) >= min_area}
+    assert big and all((r["edge_eV"] != "") == (r["grain"] in big) for r in rows)
+    assert all(float(r["edge_q2.5"]) <= float(r["edge_eV"]) <= float(r["edge_q97.5"]) for r in rows if r["edge_eV"])
+    m = open_store(res / "segmentation" / "als_fe.mrf.zarr")
+    assert {k[1:] for k in m["grain_spectra"].group_keys()} == big
