@@ -162,6 +162,24 @@ def _best(*cands):
     return max(cands, key=lambda c: (c[0], -c[1]))
 
 
+def _spa_components(best_of, V, k: int) -> np.ndarray:
+    """H (k, E) by successive projection: ``best_of(P)`` returns the best row of X V under projector P.
+
+    Whatever runs ``best_of`` (Dask blocks or in-process tiles), only the projector and the winning
+    k-vector move between the passes.
+    """
+    P = np.eye(k)
+    rows = []
+    for _ in range(k):
+        best = best_of(P)
+        rows.append(best[2])
+        u = (best[2] @ P) / max(best[0], 1e-300)
+        P = P - np.outer(u, u)
+    H = np.maximum(np.array(rows) @ V.T, 0.0)
+    H[H < _INIT_EPS * max(H.max(), 1e-300)] = 0.0
+    return H
+
+
 def _hals_update_w(x, w, H, n_sweeps):
     """HALS sweeps over the columns of W for rows ``x`` given H (in place on ``w``)."""
     HHt = H @ H.T
@@ -517,17 +535,10 @@ def nmf(X, k: int, mask=None, energy=None, max_iter: int = 500, tol: float = 1e-
         W_blocks = [delayed(_block_init_w)(x, m, V, s, w_scale, sign, avg) for x, m in zip(xb, mb)]
     elif init == "spa":
         offsets = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]])
-        P = np.eye(k)
-        rows = []
-        for _ in range(k):  # one pass over X per component; only (norm, index, k-vector) travel
-            best = dask.compute(_tree_sum_with([delayed(_block_spa)(x, m, V, P, int(o))
-                                                for x, m, o in zip(xb, mb, offsets)], _best))[0]
-            y = best[2]
-            rows.append(y)
-            u = (y @ P) / max(best[0], 1e-300)
-            P = P - np.outer(u, u)
-        H = np.maximum(np.array(rows) @ V.T, 0.0)
-        H[H < _INIT_EPS * max(H.max(), 1e-300)] = 0.0
+        # one pass over X per component; only (norm, index, k-vector) travel
+        H = _spa_components(lambda P: dask.compute(_tree_sum_with([delayed(_block_spa)(x, m, V, P, int(o))
+                                                                   for x, m, o in zip(xb, mb, offsets)], _best))[0],
+                            V, k)
         W_blocks = [delayed(_block_w_given_h)(x, m, H) for x, m in zip(xb, mb)]
     else:
         raise ValueError(f"unknown init {init!r} (spa or nndsvda)")
@@ -641,16 +652,8 @@ def _nmf_threads(X, k, mask, energy, max_iter, tol, init, progress, target_error
             def start(t):
                 W[t[0]:t[1]] = _block_init_w(x[t[0]:t[1]], m[t[0]:t[1]], V, s, w_scale, sign, avg)
         elif init == "spa":
-            P = np.eye(k)
-            rows = []
-            for _ in range(k):
-                best = _best(*tile_map(lambda t: _block_spa(x[t[0]:t[1]], m[t[0]:t[1]], V, P, t[0])))
-                y = best[2]
-                rows.append(y)
-                u = (y @ P) / max(best[0], 1e-300)
-                P = P - np.outer(u, u)
-            H = np.maximum(np.array(rows) @ V.T, 0.0)
-            H[H < _INIT_EPS * max(H.max(), 1e-300)] = 0.0
+            H = _spa_components(lambda P: _best(*tile_map(lambda t: _block_spa(x[t[0]:t[1]], m[t[0]:t[1]], V, P,
+                                                                                 t[0]))), V, k)
 
             def start(t):
                 W[t[0]:t[1]] = _block_w_given_h(x[t[0]:t[1]], m[t[0]:t[1]], H)

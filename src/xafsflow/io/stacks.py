@@ -17,16 +17,21 @@ import numpy as np
 from xafsflow.errors import FileFormatError
 
 
-def read_energies(path: str | Path) -> np.ndarray:
-    """Energies (eV) of a TIFF stack's frames: one number per line ('#' comments allowed)."""
-    path = Path(path)
-    values = []
+def _energy_lines(path: Path) -> list[str]:
+    """Lines of an energies file; a FileFormatError if it cannot be read as text."""
     try:
-        lines = path.read_text().splitlines()
+        return path.read_text().splitlines()
     except OSError as exc:
         raise FileFormatError(f"cannot read energies file: {exc.strerror}", path) from None
     except UnicodeDecodeError:
         raise FileFormatError("energies file is not text", path) from None
+
+
+def read_energies(path: str | Path) -> np.ndarray:
+    """Energies (eV) of a TIFF stack's frames: one number per line ('#' comments allowed)."""
+    path = Path(path)
+    values = []
+    lines = _energy_lines(path)
     for i, line in enumerate(lines, start=1):
         s = line.split("#", 1)[0].strip()
         if not s:
@@ -169,12 +174,7 @@ def read_folder_energies(path: str | Path, folder: str | Path) -> tuple[list[Pat
     """
     path = Path(path)
     tiffs = folder_tiffs(folder)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise FileFormatError(f"cannot read energies file: {exc.strerror}", path) from None
-    except UnicodeDecodeError:
-        raise FileFormatError("energies file is not text", path) from None
+    lines = _energy_lines(path)
     rows = []
     for i, line in enumerate(lines, start=1):
         s = line.split("#", 1)[0].strip()
