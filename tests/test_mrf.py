@@ -62,8 +62,12 @@ def test_mean_field_kernel_equals_numpy_reference(neighbours):
     valid, qp, hp, cp, _ = padded_inputs(rng, 13, 17, 3, neighbours)
     q_nb, q_np = qp.copy(), qp.copy()
     for col in range(kern.n_colours(neighbours)):
-        kern.mf_colour_update(q_nb, hp, cp, col, 0.8, neighbours == 8)
+        change = kern.mf_colour_update(q_nb, hp, cp, col, 0.8, neighbours == 8)
+        before = q_np
         q_np = kern.mf_colour_update_np(q_np, hp, cp, col, 0.8, neighbours == 8)
+        # the kernel's returned change is the largest |difference| the update made
+        assert abs(change - np.max(np.abs(q_np - before))) < 1e-12
+        assert change > 0
     assert np.max(np.abs(q_nb - q_np)) < 1e-12
     assert np.all(q_nb[1:-1, 1:-1][~valid] == 0)  # masked sites untouched
     np.testing.assert_allclose(q_nb[1:-1, 1:-1][valid].sum(axis=-1), 1.0, atol=1e-12)

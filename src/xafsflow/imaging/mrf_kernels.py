@@ -106,13 +106,21 @@ def mf_colour_update(q, h, colour, col, beta, eight):
         Potts coupling (dimensionless, per neighbour pair).
     eight : bool
         8-neighbours (else 4).
+
+    Returns
+    -------
+    float
+        The largest |change| of any q_i(c) in this update, so a convergence check costs no extra pass over
+        the map (a copy and a difference of the whole q took a quarter to a half of a sweep's time).
     """
     ny = q.shape[0] - 2
     nx = q.shape[1] - 2
     nc = q.shape[2]
+    row_change = np.zeros(ny)
     for yy in prange(ny):
         y = yy + 1
         a = np.empty(nc)
+        biggest = 0.0
         for x in range(1, nx + 1):
             if colour[y, x] != col:
                 continue
@@ -129,7 +137,13 @@ def mf_colour_update(q, h, colour, col, beta, eight):
                 a[c] = np.exp(a[c] - amax)
                 tot += a[c]
             for c in range(nc):
-                q[y, x, c] = a[c] / tot
+                new = a[c] / tot
+                d = abs(new - q[y, x, c])
+                if d > biggest:
+                    biggest = d
+                q[y, x, c] = new
+        row_change[yy] = biggest
+    return row_change.max() if ny > 0 else 0.0
 
 
 def neighbour_sum_np(q: np.ndarray, eight: bool) -> np.ndarray:
@@ -141,7 +155,8 @@ def neighbour_sum_np(q: np.ndarray, eight: bool) -> np.ndarray:
 
 
 def mf_colour_update_np(q, h, colour, col, beta, eight):
-    """NumPy reference of :func:`mf_colour_update` (returns the updated copy)."""
+    """NumPy reference of :func:`mf_colour_update`: returns the updated copy (the kernel's change is
+    ``np.max(np.abs(new - q))``)."""
     q = q.copy()
     a = h[1:-1, 1:-1] + beta * neighbour_sum_np(q, eight)
     a = np.exp(a - a.max(axis=-1, keepdims=True))
