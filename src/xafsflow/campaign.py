@@ -26,7 +26,7 @@ from xafsflow.errors import ConfigError, InputError, ScanSheetError
 # Sheet fields that name columns of the raw file (checked against its labels).
 COLUMN_FIELDS = ("energy", "i0", "itrans", "ifluor", "mu", "mu_minus")
 # Version of each step's output for the same input and parameters; part of its parameter hash.
-STEP_VERSIONS = {"ingest": 2, "normalize": 1}
+STEP_VERSIONS = {"ingest": 3, "normalize": 1}  # ingest 3: stack stores carry the sheet's element and edge
 
 
 @dataclass

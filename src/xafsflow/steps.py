@@ -336,8 +336,9 @@ def _ingest_stack(req: IngestRequest) -> None:
             if shifts is not None:
                 st.put_array(g, "registration_shift", shifts, ("energy", "axis"),
                              attrs={"units": "pixel", "axes": ["y", "x"], "meaning": "shift applied to each frame"})
-            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=px,
-                         **{st.PROVENANCE_KEY: prov})
+            # element and edge from the sheet (as for spectra): the grains' pre-edge window needs them
+            st.set_attrs(g, **req.attrs(), file_metadata=meta, pixel_size_um=px, element=req.fields.get("element"),
+                         edge=req.fields.get("edge"), **{st.PROVENANCE_KEY: prov})
     finally:
         if closer is not None:
             closer.close()

@@ -18,6 +18,11 @@ least ``min_area`` pixels:
    overlap, directly or through others, form one edge group (:func:`edge_groups`),
    so two grains in different groups are told apart by their edge.
 
+With the pre-edge model (``spec.model == "preedge"``: edge tail + line + K
+Gaussians over a window below the edge) the grain's position is instead the
+area-weighted pre-edge centroid (:func:`xafsflow.bayes.models.preedge_moments`),
+reported with the integrated intensity; groups are formed the same way.
+
 No file I/O here: :mod:`xafsflow.products.segment` reads the stack, writes the
 grain spectra into the segment store and the rows into its table.
 """
@@ -30,6 +35,9 @@ import numpy as np
 
 #: Parameter the edge position is read from (the xanes model's arctan centre, eV).
 EDGE_PARAMETER = "e0"
+
+#: What a grain's position is, by model: the xanes edge or the pre-edge centroid.
+POSITION = {"xanes": "edge", "preedge": "centroid"}
 
 
 def find_grains(labels: np.ndarray, neighbours: int = 4) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
@@ -128,14 +136,16 @@ class GrainPosterior:
     energy: np.ndarray  # fitted energies (eV)
     spectrum: np.ndarray  # mean normalized spectrum there
     uncertainty: np.ndarray  # its per-point standard error
-    edge: dict  # median, q_lo, q_hi, level, sd (eV)
+    edge: dict  # the position's median, q_lo, q_hi, level, sd (eV): the edge e0, or the pre-edge centroid
     k_selected: int
     p_k: float
     sigma_hat: float | None  # rms noise level of the weighted fit (normalized units)
     max_rhat: float
     component_areas: list = field(default_factory=list)  # median area of each component (eV x normalized)
-    edge_draws: np.ndarray | None = None  # (chain, draw) of the edge at the selected K
+    edge_draws: np.ndarray | None = None  # (chain, draw) of the position at the selected K
     log_z: float = float("nan")
+    quantity: str = "edge"  # what ``edge`` summarizes: "edge" (xanes e0) or "centroid" (pre-edge)
+    intensity: dict | None = None  # preedge: integrated intensity's median, q_lo, q_hi, level, sd (eV x norm.)
 
 
 def edge_summary(draws: np.ndarray, level: float = 0.95) -> dict:
@@ -177,16 +187,19 @@ def edge_groups(intervals) -> list[int]:
     return out
 
 
-def fit_window(energy: np.ndarray, e0: float, fit_range) -> np.ndarray:
-    """Mask of the energies within ``e0 + fit_range`` (eV)."""
-    lo, hi = e0 + float(fit_range[0]), e0 + float(fit_range[1])
+def fit_window(energy: np.ndarray, e0: float, fit_range, window=None) -> np.ndarray:
+    """Mask of the energies within ``e0 + fit_range`` (eV), or within the absolute ``window`` (lo, hi) if given."""
+    if window is not None:
+        lo, hi = float(window[0]), float(window[1])
+    else:
+        lo, hi = e0 + float(fit_range[0]), e0 + float(fit_range[1])
     return (energy >= lo) & (energy <= hi)
 
 
 def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectrum: np.ndarray,
                     uncertainty: np.ndarray, spec, campaign_seed: int, key: str, level: float = 0.95,
                     weighted: bool = True) -> GrainPosterior:
-    """The XANES posterior of one grain's spectrum and its edge position.
+    """The posterior of one grain's spectrum and its position (xanes: edge e0; preedge: pre-edge centroid).
 
     Parameters
     ----------
@@ -195,7 +208,7 @@ def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectru
     energy, spectrum, uncertainty : ndarray, shape (N,)
         The fitted energies (eV), mean normalized spectrum and its per-point standard error.
     spec : xafsflow.bayes.posterior.PosteriorSpec
-        Model (``xanes``), K range, priors and chain settings.
+        Model (``xanes`` or ``preedge``), K range, priors and chain settings.
     campaign_seed : int
         Seed; each grain's chains have their own streams, keyed by ``key`` (e.g. "<scan>/g<id>").
     level : float
@@ -203,14 +216,21 @@ def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectru
     weighted : bool
         Weights 1 / uncertainty in the likelihood (False: all points alike).
     """
-    from xafsflow.bayes.models import COMP_GAUSS_AREA
+    from xafsflow.bayes.models import COMP_GAUSS_AREA, PREEDGE_BG_NAMES, preedge_moments
     from xafsflow.bayes.posterior import analyse
 
+    if spec.model not in POSITION:
+        raise ValueError(f"grain spectra take the models {sorted(POSITION)}, not {spec.model!r}")
     weights = 1.0 / uncertainty if weighted else None
     res = analyse(energy, spectrum, spec, campaign_seed, key, weights=weights)
     ent = res.per_k[res.k_selected]
     names = list(ent["names"])
-    draws = ent["samples"][:, :, names.index(EDGE_PARAMETER)]
+    intensity = None
+    if spec.model == "preedge":
+        total, draws = preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES))
+        intensity = edge_summary(total, level)
+    else:
+        draws = ent["samples"][:, :, names.index(EDGE_PARAMETER)]
     model = spec.build(res.k_selected, energy)
     flat = ent["samples"].reshape(-1, model.n_params)
     areas = []
@@ -223,12 +243,12 @@ def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectru
         p_k=float(res.p_k[res.ks.index(res.k_selected)]),
         sigma_hat=None if res.noise is None else float(res.noise["sigma_hat"]),
         max_rhat=float(rh.max()) if rh.size else float("nan"), component_areas=areas, edge_draws=draws,
-        log_z=float(ent["log_z"]))
+        log_z=float(ent["log_z"]), quantity=POSITION[spec.model], intensity=intensity)
 
 
-def usable(energy: np.ndarray, mean: np.ndarray, sem: np.ndarray, e0: float, fit_range) -> str | None:
-    """Why a grain spectrum cannot be analysed over ``e0 + fit_range`` (None when it can)."""
-    m = fit_window(energy, e0, fit_range)
+def usable(energy: np.ndarray, mean: np.ndarray, sem: np.ndarray, e0: float, fit_range, window=None) -> str | None:
+    """Why a grain spectrum cannot be analysed over ``e0 + fit_range`` or ``window`` (None when it can)."""
+    m = fit_window(energy, e0, fit_range, window)
     y, u = mean[m], sem[m]
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(u))):
         return "points without a finite mean or spread in the fit window"
@@ -239,7 +259,7 @@ def usable(energy: np.ndarray, mean: np.ndarray, sem: np.ndarray, e0: float, fit
 
 def analyse_grains(energy: np.ndarray, means: np.ndarray, sems: np.ndarray, grains, e0: float, fit_range, spec,
                    campaign_seed: int, scan_id: str, level: float = 0.95, client=None,
-                   weighted: bool = True) -> list[GrainPosterior]:
+                   weighted: bool = True, window=None) -> list[GrainPosterior]:
     """The posterior of every grain, one after the other or one Dask task per grain.
 
     Every grain's spectrum must be :func:`usable` (else a ValueError naming the grain).
@@ -258,13 +278,15 @@ def analyse_grains(energy: np.ndarray, means: np.ndarray, sems: np.ndarray, grai
     client : distributed.Client, optional
         Spread the grains over its workers (each grain's result depends only on its
         own random streams, so it is the same either way).
+    window : (lo, hi), optional
+        Absolute fitted range (eV) replacing ``e0 + fit_range`` (the pre-edge model's window).
     """
-    m = fit_window(energy, e0, fit_range)
+    m = fit_window(energy, e0, fit_range, window)
     x = energy[m]
     tasks = []
     for i, (gid, cls, area) in enumerate(grains):
         y, u = means[i, m], sems[i, m]
-        why = usable(energy, means[i], sems[i], e0, fit_range)
+        why = usable(energy, means[i], sems[i], e0, fit_range, window)
         if why is not None:
             raise ValueError(f"grain {gid}: {why}")
         tasks.append((gid, cls, area, x, y, u, spec, campaign_seed, f"{scan_id}/g{gid}", level, weighted))

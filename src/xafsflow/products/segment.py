@@ -80,9 +80,10 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
     if gp["enabled"]:
         if gp["k_min"] > gp["k_max"]:
             problems.append(f"grains: K range [{gp['k_min']}, {gp['k_max']}] is empty (k_min > k_max)")
-        for key in ("fit_range", "component_range"):
-            if not gp[key][0] < gp[key][1]:
-                problems.append(f"grains.{key} [{gp[key][0]}, {gp[key][1]}] is not ordered (start below end)")
+        for key, rng in (("fit_range", gp["fit_range"]), ("component_range", gp["component_range"]),
+                         ("preedge.fit_range", gp["preedge"]["fit_range"])):
+            if not rng[0] < rng[1]:
+                problems.append(f"grains.{key} [{rng[0]}, {rng[1]}] is not ordered (start below end)")
         if 50 % gp["thin"] or gp["sweeps"] % 50 or gp["burn_in"] % 50:
             problems.append("grains: sweeps and burn_in must be multiples of 50 and thin must divide 50")
         try:
@@ -236,10 +237,15 @@ def grain_spec(gp: dict, e0: float):
     from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
     from xafsflow.bayes.settings import ChainSettings
 
-    lo, hi = gp["component_range"]
-    priors = dict(gp["priors"], centre={"dist": "uniform", "lo": e0 + lo, "hi": e0 + hi})
-    return PosteriorSpec(model="xanes", k_min=gp["k_min"], k_max=gp["k_max"], k_limit=gp["k_max"],
-                         replicas=gp["replicas"], runs=gp["runs"], e0=e0, priors=priors,
+    if gp.get("model", "xanes") == "preedge":
+        # the pre-edge model builds its priors from its window and the resolution (as the posterior product)
+        priors, model, resolution = {}, "preedge", gp["preedge"]["resolution"]
+    else:
+        lo, hi = gp["component_range"]
+        priors = dict(gp["priors"], centre={"dist": "uniform", "lo": e0 + lo, "hi": e0 + hi})
+        model, resolution = "xanes", 1.0
+    return PosteriorSpec(model=model, k_min=gp["k_min"], k_max=gp["k_max"], k_limit=gp["k_max"],
+                         replicas=gp["replicas"], runs=gp["runs"], e0=e0, priors=priors, resolution=resolution,
                          settings=ChainSettings(sweeps=gp["sweeps"], burn_in=gp["burn_in"], thin=gp["thin"],
                                                 block=50, adapt_every=50, checkpoint_every=50),
                          tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False),
@@ -280,13 +286,24 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
     empty = (energy, np.empty((0, energy.size)), np.empty((0, energy.size)), np.empty((0, energy.size), int), [])
     if not analysed:
         return (*empty, 0.0, [])
-    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS["xanes"] + 3 * gp["k_max"])
-    n_fit = int(gs.fit_window(energy, e0, gp["fit_range"]).sum())
+    model = gp.get("model", "xanes")
+    window, range_name = None, "fit_range"
+    if model == "preedge":
+        from xafsflow.products.posterior import preedge_window
+
+        try:
+            lo, hi, _ = preedge_window(scan_store, gp["preedge"])
+        except AnalysisInputError as exc:
+            return (*empty, 0.0, [f"grains_skipped(model preedge: {exc.reason})"])
+        window, range_name = (lo, hi), "preedge.fit_range"
+    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS[model] + 3 * gp["k_max"])
+    n_fit = int(gs.fit_window(energy, e0, gp["fit_range"], window).sum())
     if n_fit < need:
-        return (*empty, 0.0, [f"grains_skipped(fit_range holds {n_fit} energies, the model needs {need})"])
+        return (*empty, 0.0, [f"grains_skipped({range_name} holds {n_fit} energies, the model needs {need})"])
     blocks = ((y0, norm[:, y0: y0 + rows, :]) for y0 in range(0, ny, rows))
     means, sems, counts = gs.grain_mean_spectra(blocks, grain_map, [t[0] for t in analysed])
-    keep = [i for i in range(len(analysed)) if gs.usable(energy, means[i], sems[i], e0, gp["fit_range"]) is None]
+    keep = [i for i in range(len(analysed))
+            if gs.usable(energy, means[i], sems[i], e0, gp["fit_range"], window) is None]
     notes = []
     if len(keep) < len(analysed):
         bad = [analysed[i][0] for i in range(len(analysed)) if i not in keep]
@@ -294,7 +311,7 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
     means, sems, counts = means[keep], sems[keep], counts[keep]
     results = gs.analyse_grains(energy, means, sems, [analysed[i] for i in keep], e0, gp["fit_range"],
                                 grain_spec(gp, e0), campaign_seed, scan_id, level=gp["level"],
-                                client=_current_client(), weighted=gp["weighted"])
+                                client=_current_client(), weighted=gp["weighted"], window=window)
     return energy, means, sems, counts, results, time.perf_counter() - t0, notes
 
 
@@ -367,7 +384,7 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
         "feature_sd": maps.sd, "notes": maps.notes + sel.notes, "flags": flags,
         "pixel_size_um": scan_attrs.get("pixel_size_um"),
         "n_grains_analysed": len(g_res), "n_edge_groups": (max(groups) + 1) if groups else None,
-        "grain_seconds": g_seconds,
+        "grain_seconds": g_seconds, "grain_model": gp["model"],
     }
     prov = st.provenance("segment", [], {"segment": p}, campaign_seed, params_hash, maps.notes + sel.notes,
                          extra={"scan_store_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {}),
@@ -400,7 +417,10 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
                                 scan_id, scan_attrs, gp)
         st.set_attrs(g, **attrs, **{st.PROVENANCE_KEY: prov})
     spectro = {r.grain: (r, grp) for r, grp in zip(g_res, groups)}
-    write_tsv(tsv, listed, grain_map, maps, probs, scan_attrs.get("pixel_size_um"), spectro, gp["level"])
+    from xafsflow.imaging.grain_spectra import POSITION
+
+    write_tsv(tsv, listed, grain_map, maps, probs, scan_attrs.get("pixel_size_um"), spectro, gp["level"],
+              POSITION[gp["model"]])
     plot_segment(png, maps, best, labels, sel, scan_id, grain_map, spectro)
     return attrs
 
@@ -408,13 +428,21 @@ def run_segment(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_
 def write_grain_spectra(gs_group, energy, means, sems, counts, results, groups, scan_id, scan_attrs, gp) -> None:
     """``grain_spectra``: the edge table of the analysed grains, and one ``g<id>`` group per grain holding its
     spectrum as a spectrum store the posterior product can take (energy, norm, norm_sd; kind, e0)."""
+    from xafsflow.imaging.grain_spectra import POSITION
+
     n = len(results)
+    q = POSITION[gp.get("model", "xanes")]  # edge (xanes e0) or centroid (pre-edge)
+    st.set_attrs(gs_group, model=gp.get("model", "xanes"), position=q)
     st.put_array(gs_group, "grain", np.array([r.grain for r in results], dtype=np.int64), ("grain",))
-    for name, key in (("edge_median", "median"), ("edge_q_lo", "q_lo"), ("edge_q_hi", "q_hi")):
+    for name, key in ((f"{q}_median", "median"), (f"{q}_q_lo", "q_lo"), (f"{q}_q_hi", "q_hi")):
         st.put_array(gs_group, name, np.array([r.edge[key] for r in results], float).reshape(n), ("grain",),
                      attrs={"units": "eV"})
-    st.put_array(gs_group, "edge_group", np.array(groups, dtype=np.int64).reshape(n), ("grain",),
-                 attrs={"meaning": "connected components of 'the edge intervals overlap', 0 lowest"})
+    if q == "centroid":
+        for name, key in (("intensity_median", "median"), ("intensity_q_lo", "q_lo"), ("intensity_q_hi", "q_hi")):
+            st.put_array(gs_group, name, np.array([r.intensity[key] for r in results], float).reshape(n),
+                         ("grain",), attrs={"units": "eV x normalized absorption"})
+    st.put_array(gs_group, f"{q}_group", np.array(groups, dtype=np.int64).reshape(n), ("grain",),
+                 attrs={"meaning": f"connected components of 'the {q} intervals overlap', 0 lowest"})
     prov = {"raw_inputs": scan_attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})}
     for i, r in enumerate(results):
         sub = gs_group.create_group(f"g{r.grain}")
@@ -422,39 +450,47 @@ def write_grain_spectra(gs_group, energy, means, sems, counts, results, groups, 
         st.put_array(sub, "norm", means[i], ("energy",), attrs={"meaning": "mean of the grain's normalized pixels"})
         st.put_array(sub, "norm_sd", sems[i], ("energy",), attrs={"meaning": "sd of the grain's pixels / sqrt(n)"})
         st.put_array(sub, "n_pixels", counts[i], ("energy",))
-        st.put_array(sub, "edge_draws", r.edge_draws, ("chain", "draw"), attrs={"units": "eV"})
+        st.put_array(sub, f"{q}_draws", r.edge_draws, ("chain", "draw"), attrs={"units": "eV"})
         st.set_attrs(sub, kind="xanes", scan_id=f"{scan_id}_g{r.grain}", e0=float(scan_attrs["e0"]),
                      element=scan_attrs.get("element"), edge=scan_attrs.get("edge"), grain=r.grain, **{"class": r.cls},
-                     area_px=r.area, edge_eV=r.edge, edge_group=int(groups[i]), K=r.k_selected, P_K=r.p_k,
-                     sigma_hat=r.sigma_hat, max_rhat=r.max_rhat, component_areas=r.component_areas,
-                     log_evidence=r.log_z, fit_range=list(gp["fit_range"]), weighted=gp["weighted"],
+                     area_px=r.area, **{f"{q}_eV": r.edge, f"{q}_group": int(groups[i])}, K=r.k_selected,
+                     P_K=r.p_k, sigma_hat=r.sigma_hat, max_rhat=r.max_rhat, component_areas=r.component_areas,
+                     log_evidence=r.log_z, model=gp.get("model", "xanes"), intensity=r.intensity,
+                     fit_range=[float(r.energy[0]), float(r.energy[-1])], weighted=gp["weighted"],
                      **{st.PROVENANCE_KEY: prov})
 
 
-def write_tsv(path, listed, grain_map, maps, probs, pixel_size_um, spectro=None, level: float = 0.95) -> None:
+def write_tsv(path, listed, grain_map, maps, probs, pixel_size_um, spectro=None, level: float = 0.95,
+              quantity: str = "edge") -> None:
     """One row per listed grain: id, class, area (pixels, um^2), centroid, mean features, mean class probability;
     for grains whose spectrum was analysed (``spectro``: grain id -> (GrainPosterior, edge group)) the posterior
     edge (median and central ``level`` interval, eV), its edge group, K, P(K), sigma-hat, R-hat and the
-    components' median areas (empty for the others)."""
+    components' median areas (empty for the others). ``quantity`` names the position columns: ``edge``
+    (xanes e0) or ``centroid`` (pre-edge centroid, followed by the integrated intensity and its interval)."""
     spectro = spectro or {}
     a = 100 * (1 - level) / 2
+    q = quantity
+    centroid = q == "centroid"
     yy, xx = np.indices(grain_map.shape)
     with open(Path(path), "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["grain", "class", "area_px", "area_um2", "centroid_y", "centroid_x"]
-                   + [f"mean_{n}" for n in maps.names] + ["mean_probability", "edge_eV", f"edge_q{a:g}",
-                                                          f"edge_q{100 - a:g}", "edge_group", "K", "P_K", "sigma",
-                                                          "max_rhat", "component_areas"])
+                   + [f"mean_{n}" for n in maps.names] + ["mean_probability", f"{q}_eV", f"{q}_q{a:g}",
+                                                          f"{q}_q{100 - a:g}", f"{q}_group", "K", "P_K", "sigma",
+                                                          "max_rhat", "component_areas"]
+                   + (["intensity", f"intensity_q{a:g}", f"intensity_q{100 - a:g}"] if centroid else []))
         for gid, c, area in listed:
             sel = grain_map == gid
             um2 = "" if pixel_size_um is None else f"{area * float(pixel_size_um) ** 2:.6g}"
             feats = [f"{v:.6g}" for v in np.nanmean(maps.physical[sel], axis=0)]
-            post = [""] * 9
+            post = [""] * (12 if centroid else 9)
             if gid in spectro:
                 r, grp = spectro[gid]
                 post = [f"{r.edge['median']:.3f}", f"{r.edge['q_lo']:.3f}", f"{r.edge['q_hi']:.3f}", grp,
                         r.k_selected, f"{r.p_k:.3f}", "" if r.sigma_hat is None else f"{r.sigma_hat:.4g}",
                         f"{r.max_rhat:.3f}", ";".join(f"{v:.4g}" for v in r.component_areas)]
+                if centroid:
+                    post += [f"{r.intensity[k]:.5g}" for k in ("median", "q_lo", "q_hi")]
             w.writerow([gid, c, area, um2, f"{yy[sel].mean():.2f}", f"{xx[sel].mean():.2f}"] + feats
                        + [f"{probs[sel][:, c].mean():.4f}"] + post)
 
@@ -502,7 +538,9 @@ def plot_segment(path, maps, best, labels, sel, scan_id: str, grain_map=None, sp
         for gid, (r, _) in spectro.items():
             edge[grain_map == gid] = r.edge["median"]
         im = ax.imshow(edge, cmap="plasma", interpolation="nearest")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="posterior edge e0 (eV)").formatter.set_useOffset(False)
+        q = next(iter(spectro.values()))[0].quantity
+        label = "posterior pre-edge centroid (eV)" if q == "centroid" else "posterior edge e0 (eV)"
+        fig.colorbar(im, ax=ax, shrink=0.8, label=label).formatter.set_useOffset(False)
         yy, xx = np.indices(grain_map.shape)
         for gid, (r, grp) in spectro.items():
             sel_g = grain_map == gid
@@ -510,7 +548,7 @@ def plot_segment(path, maps, best, labels, sel, scan_id: str, grain_map=None, sp
             i = int(np.argmin((py - py.mean()) ** 2 + (px - px.mean()) ** 2))  # a pixel of the grain (not convex)
             ax.text(px[i], py[i], str(grp), ha="center", va="center", fontsize=8,
                     color="black", fontweight="bold", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8})
-        ax.set_title("grain edge; number = edge group\n(different numbers: intervals do not overlap)", fontsize=8)
+        ax.set_title(f"grain {q}; number = {q} group\n(different numbers: intervals do not overlap)", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
