@@ -49,6 +49,7 @@ from functools import lru_cache
 from math import comb
 
 import numpy as np
+import scipy.fft as sfft
 
 GROUPS = ("pixel", "lowpass_moments", "lowpass_autocorr", "magnitude_mean", "magnitude_autocorr",
           "real_variance", "cross_orientation_magnitude", "cross_orientation_real", "cross_scale_magnitude",
@@ -122,7 +123,12 @@ def check_image(image: np.ndarray, scales: int = 4, neighbourhood: int = 7) -> N
 
 @lru_cache(maxsize=16)
 def _masks(ny: int, nx: int, scales: int, orientations: int):
-    """(hi_0, lo_0, [(hi_{s+1}, lo_{s+1})], angular filters (K, ny, nx) complex, real angular (K, ny, nx))."""
+    """Full-grid masks: (hi_0, lo_0, [(hi_{s+1}, lo_{s+1})], real angular (K, ny, nx), half-plane (K, ny, nx)).
+
+    The angular masks are real: the complex band's filter is ``(-1j)^(K-1)`` times the half-plane
+    mask, the real band's ``(-1j)^(K-1)`` times the real angular mask. A low-pass mask is exactly 0
+    at and beyond the top of its transition (so cropping the spectrum to a coarser grid drops nothing).
+    """
     wy = 2 * np.pi * np.fft.fftfreq(ny)
     wx = 2 * np.pi * np.fft.fftfreq(nx)
     r = np.hypot(wy[:, None], wx[None, :])
@@ -131,70 +137,153 @@ def _masks(ny: int, nx: int, scales: int, orientations: int):
         lr = np.log2(np.where(r > 0, r, np.finfo(float).tiny) / np.pi)
 
     def split(top):  # transition over log2 radius [top - 1, top]: (hi, lo)
-        t = np.clip(lr - (top - 1), 0.0, 1.0) * (np.pi / 2)
-        return np.sin(t), np.cos(t)
+        f = np.clip(lr - (top - 1), 0.0, 1.0)
+        t = f * (np.pi / 2)
+        return np.where(f >= 1.0, 1.0, np.sin(t)), np.where(f >= 1.0, 0.0, np.cos(t))
 
     hi0, lo0 = split(0.0)
     levels = [split(-float(s + 1)) for s in range(scales)]
     order = orientations - 1
     const = orientations * comb(2 * order, order) / 4.0**order
-    real_ang, cplx_ang = [], []
+    real_ang, half_ang = [], []
     for k in range(orientations):
         c = np.cos(theta - np.pi * k / orientations)
         ang = c**order / np.sqrt(const)
-        real_ang.append(((-1j) ** order) * ang)
-        cplx_ang.append(((-1j) ** order) * 2.0 * ang * (c > 0))
-    return hi0, lo0, levels, np.array(cplx_ang), np.array(real_ang)
+        real_ang.append(ang)
+        half_ang.append(2.0 * ang * (c > 0))
+    return hi0, lo0, levels, np.array(real_ang), np.array(half_ang)
+
+
+def _crop_index(m: int) -> np.ndarray:
+    """Indices (FFT order) of a grid of m/2 frequencies inside a grid of m: 0..m/4-1 and -m/4..-1."""
+    return np.r_[0:m // 4, m - m // 4:m]
+
+
+@lru_cache(maxsize=16)
+def _grid_filters(ny: int, nx: int, scales: int, orientations: int) -> list[dict]:
+    """Per grid g = 0..S (sides ny/2^g, nx/2^g), the full-grid masks cropped to its frequencies.
+
+    ``lo``: lo_g (the mask that band-limits level g to this grid; lo_0 on grid 0); ``band``
+    (K, ...): hi_{g+1} times the half-plane angular masks (level g's complex bands, without the
+    phase (-1j)^(K-1)); ``parent`` (K, ...): lo_{g+1} hi_{g+2} times them (level g+1's bands on
+    this grid); ``hi``: hi_{g+1}; ``real`` (K, ...): the real angular masks.
+    """
+    hi0, lo0, levels, real_ang, half_ang = _masks(ny, nx, scales, orientations)
+    iy, ix = np.arange(ny), np.arange(nx)
+    out = []
+    for g in range(scales + 1):
+        if g:
+            iy, ix = iy[_crop_index(len(iy))], ix[_crop_index(len(ix))]
+        crop = (Ellipsis, iy[:, None], ix[None, :])
+        d = {"lo": (lo0 if g == 0 else levels[g - 1][1])[crop]}
+        if g < scales:
+            hi, lo = levels[g]
+            d["hi"] = hi[crop]
+            d["band"] = np.ascontiguousarray(hi[crop] * half_ang[crop])
+            d["real"] = real_ang[crop]
+            d["next_lo"] = lo[crop]
+            if g + 1 < scales:
+                d["parent"] = np.ascontiguousarray((lo * levels[g + 1][0])[crop] * half_ang[crop])
+        out.append(d)
+    return out
+
+
+def _phase(orientations: int) -> complex:
+    return (-1j) ** (orientations - 1)
+
+
+def _decompose(x: np.ndarray, scales: int, orientations: int):
+    """Spectra and bands of the subsampled pyramid of a stack (B, ny, nx).
+
+    Returns (spec, spectra, bands, parents): ``spec`` the image's spectrum (Fourier coefficients,
+    ``norm="forward"``, as all spectra here); ``spectra[g]`` the low-pass spectrum of level g on grid g;
+    ``bands[s]`` (B, K, ...) level s's complex bands on grid s; ``parents[s]`` (B, K, ...) level s+1's
+    bands on grid s (s < S-1), the Fourier upsampling of ``bands[s+1]``.
+    """
+    ny, nx = x.shape[-2:]
+    filt = _grid_filters(ny, nx, scales, orientations)
+    ph = _phase(orientations)
+    spec = sfft.fft2(x, norm="forward")
+    y = spec * filt[0]["lo"]
+    spectra, bands, parents = [y], [], []
+    for g in range(scales):
+        yp = y * ph
+        if g == 0:
+            bands.append(sfft.ifft2(yp[..., None, :, :] * filt[0]["band"], norm="forward", overwrite_x=True))
+        if g + 1 < scales:
+            par = sfft.ifft2(yp[..., None, :, :] * filt[g]["parent"], norm="forward", overwrite_x=True)
+            parents.append(par)
+            bands.append(np.ascontiguousarray(par[..., ::2, ::2]))
+        ci = _crop_index(y.shape[-2]), _crop_index(y.shape[-1])
+        y = y[..., ci[0][:, None], ci[1][None, :]] * filt[g + 1]["lo"]
+        spectra.append(y)
+    return spec, spectra, bands, parents
+
+
+def _lowpass(y: np.ndarray) -> np.ndarray:
+    """Real image from a (Hermitian) spectrum on its grid (``norm="forward"``)."""
+    my, mx = y.shape[-2:]
+    return sfft.irfft2(y[..., :mx // 2 + 1], s=(my, mx), norm="forward")
 
 
 def steerable_pyramid(image: np.ndarray, scales: int = 4, orientations: int = 4) -> dict:
-    """Complex steerable pyramid (not subsampled) of one image or a stack ``(..., ny, nx)``.
+    """Complex steerable pyramid (subsampled) of one image or a stack ``(..., ny, nx)``.
 
     Returns
     -------
     dict
-        ``highpass`` (..., ny, nx) real; ``bands`` list over levels of (..., K, ny, nx)
-        complex; ``lowpasses`` list over levels 0..S of the low-passed images
-        (..., ny, nx) real (the last is the low-pass residual).
+        ``highpass`` (..., ny, nx) real; ``bands`` list over levels s of (..., K, ny/2^s, nx/2^s)
+        complex; ``lowpasses`` list over levels 0..S of the low-passed images (..., ny/2^s, nx/2^s)
+        real (the last is the low-pass residual). Every array is the non-subsampled one's samples
+        at every 2^s-th pixel (exactly: each is band-limited to its grid).
     """
     x = np.asarray(image, dtype=np.float64)
+    lead = x.shape[:-2]
+    x3 = x.reshape(-1, *x.shape[-2:])
+    spec, spectra, bands, _ = _decompose(x3, scales, orientations)
     ny, nx = x.shape[-2:]
-    hi0, lo0, levels, cplx_ang, _ = _masks(ny, nx, scales, orientations)
-    spec = np.fft.fft2(x)
-    highpass = np.fft.ifft2(spec * hi0).real
-    y = spec * lo0
-    lowpasses = [np.fft.ifft2(y).real]
-    bands = []
-    for hi, lo in levels:
-        bands.append(np.fft.ifft2((y * hi)[..., None, :, :] * cplx_ang))
-        y = y * lo
-        lowpasses.append(np.fft.ifft2(y).real)
-    return {"highpass": highpass, "bands": bands, "lowpasses": lowpasses, "scales": scales,
-            "orientations": orientations}
+    half = nx // 2 + 1
+    highpass = sfft.irfft2(spec[..., :half] * _masks(ny, nx, scales, orientations)[0][:, :half], s=(ny, nx),
+                           norm="forward")
+    return {"highpass": highpass.reshape(*lead, *highpass.shape[-2:]),
+            "bands": [b.reshape(*lead, *b.shape[-3:]) for b in bands],
+            "lowpasses": [(lp := _lowpass(y)).reshape(*lead, *lp.shape[-2:]) for y in spectra],
+            "scales": scales, "orientations": orientations}
 
 
 def reconstruct(pyr: dict) -> np.ndarray:
     """The image from the real parts of a pyramid's bands and its residuals."""
     ny, nx = pyr["highpass"].shape[-2:]
-    hi0, lo0, levels, _, real_ang = _masks(ny, nx, pyr["scales"], pyr["orientations"])
-    z = np.fft.fft2(pyr["lowpasses"][-1])
-    for (hi, lo), band in zip(levels[::-1], pyr["bands"][::-1]):
-        bspec = np.fft.fft2(band.real) * np.conj(real_ang)
-        z = z * lo + hi * bspec.sum(axis=-3)
-    return np.fft.ifft2(z * lo0 + np.fft.fft2(pyr["highpass"]) * hi0).real
+    S, K = pyr["scales"], pyr["orientations"]
+    filt = _grid_filters(ny, nx, S, K)
+    hi0, lo0 = _masks(ny, nx, S, K)[:2]
+    back = np.conj(_phase(K))
+    z = sfft.fft2(pyr["lowpasses"][-1], norm="forward")
+    for g in range(S - 1, -1, -1):
+        my, mx = ny >> g, nx >> g
+        up = np.zeros((*z.shape[:-2], my, mx), dtype=complex)
+        up[..., _crop_index(my)[:, None], _crop_index(mx)[None, :]] = z  # zero-padded onto grid g
+        bspec = sfft.fft2(pyr["bands"][g].real, norm="forward") * (back * filt[g]["real"])
+        z = up * filt[g]["next_lo"] + filt[g]["hi"] * bspec.sum(axis=-3)
+    return sfft.ifft2(z * lo0 + sfft.fft2(pyr["highpass"], norm="forward") * hi0, norm="forward").real
 
 
 def _centred(x):
     return x - x.mean(axis=(-2, -1), keepdims=True)
 
 
-def _autocov(x: np.ndarray, lags, step: int) -> np.ndarray:
-    """Circular auto-covariance of real images (..., ny, nx) at ``lags`` times ``step``."""
-    ny, nx = x.shape[-2:]
-    f = np.fft.rfft2(_centred(x))
-    ac = np.fft.irfft2(f * np.conj(f), s=(ny, nx)) / (ny * nx)
-    iy = np.array([(dy * step) % ny for dy, _ in lags])
-    ix = np.array([(dx * step) % nx for _, dx in lags])
+def _autocov_half(half: np.ndarray, shape: tuple[int, int], lags) -> np.ndarray:
+    """Circular auto-covariance at ``lags`` (grid steps) of real images from their half spectra
+    (``rfft2``, ``norm="forward"``; the mean is removed by dropping the zero frequency)."""
+    power = np.empty(half.shape, dtype=complex)  # complex, so that the inverse runs in place
+    pr = power.real
+    np.multiply(half.real, half.real, out=pr)
+    pr += half.imag * half.imag
+    power.imag = 0.0
+    power[..., 0, 0] = 0.0
+    ac = sfft.irfft2(power, s=shape, norm="forward", overwrite_x=True)
+    iy = np.array([dy % shape[0] for dy, _ in lags])
+    ix = np.array([dx % shape[1] for _, dx in lags])
     return ac[..., iy, ix]
 
 
@@ -210,17 +299,27 @@ def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok, cov / np.where(ok, den, 1.0), 0.0)
 
 
-def _standardized(a: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """Bands (B, K, ny, nx) to zero mean and unit variance, flattened to (B, K, ny nx).
-
-    A band whose standard deviation is below ``floor`` (B,) -- 1e-10 of the image's, i.e. rounding
-    noise -- is set to zero, so its correlations are 0.
-    """
+def _centred_sd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bands (B, K, ny, nx) flattened to (B, K, ny nx) and centred; their means and standard deviations (B, K)."""
     flat = a.reshape(*a.shape[:-2], -1)
-    c = flat - flat.mean(axis=-1, keepdims=True)
-    sd = np.sqrt((c * c).mean(axis=-1, keepdims=True))
-    ok = sd > floor[:, None, None]
-    return np.where(ok, c / np.where(ok, sd, 1.0), 0.0)
+    mean = flat.mean(axis=-1)
+    c = flat - mean[..., None]
+    return c, mean, np.sqrt(np.vecdot(c, c) / c.shape[-1])
+
+
+def _raw_sd(a: np.ndarray) -> np.ndarray:
+    """Standard deviation over the last axis from the mean and the mean square (for arrays whose mean
+    is at most a few standard deviations, as magnitudes)."""
+    n = a.shape[-1]
+    mean = a.sum(axis=-1) / n
+    return np.sqrt(np.maximum(np.vecdot(a, a) / n - mean * mean, 0.0))
+
+
+def _inverse_sd(sd: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """1 / sd (B, K), 0 where sd is below ``floor`` (B,) -- 1e-10 of the image's, i.e. rounding noise
+    -- so that a band with no variance has correlations 0."""
+    ok = sd > floor[:, None]
+    return np.where(ok, 1.0 / np.where(ok, sd, 1.0), 0.0)
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -240,44 +339,60 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: int) -> np.ndarray:
     """Statistics of a stack (B, ny, nx): (B, n_stats)."""
     S, K = scales, orientations
+    B, ny, nx = x.shape
     lags = _half_lags(neighbourhood)
-    pyr = steerable_pyramid(x, S, K)
-    out = []
+    spec, spectra, bands, parents = _decompose(x, S, K)
+    g = {name: [] for name in GROUPS}
     mean, var, skew, kurt = _moments(x)
-    out.append(np.stack([mean, var, skew, kurt, x.min(axis=(-2, -1)), x.max(axis=(-2, -1))], axis=-1))
-    lows = pyr["lowpasses"]
-    out.append(np.concatenate([np.stack(_moments(lp)[2:], axis=-1) for lp in lows], axis=-1))
-    out.append(np.concatenate([_autocov(lp, lags, 2**s) for s, lp in enumerate(lows)], axis=-1))
-    mags = [np.abs(b) for b in pyr["bands"]]  # (B, K, ny, nx) per level
-    out.append(np.concatenate([m.mean(axis=(-2, -1)) for m in mags], axis=-1))
-    out.append(np.concatenate([_autocov(m, lags, 2**s).reshape(x.shape[0], -1) for s, m in enumerate(mags)],
-                              axis=-1))
-    out.append(np.concatenate([_centred(b.real).__pow__(2).mean(axis=(-2, -1)) for b in pyr["bands"]], axis=-1))
-    # correlations as products of standardized bands (one matrix product per level and pair of levels)
-    iu = np.triu_indices(K, 1)
+    g["pixel"].append(np.stack([mean, var, skew, kurt, x.min(axis=(-2, -1)), x.max(axis=(-2, -1))], axis=-1))
+    for y in spectra:
+        my, mx = y.shape[-2:]
+        half = y[..., :mx // 2 + 1]
+        g["lowpass_moments"].append(np.stack(_moments(sfft.irfft2(half, s=(my, mx), norm="forward"))[2:], axis=-1))
+        g["lowpass_autocorr"].append(_autocov_half(half, (my, mx), lags))
     floor = 1e-10 * np.sqrt(var) + 1e-300
-    std_mag = [_standardized(m, floor) for m in mags]
-    std_real = [_standardized(b.real, floor) for b in pyr["bands"]]
-    npix = x.shape[-1] * x.shape[-2]
+    iu = np.triu_indices(K, 1)
+    tiny = np.finfo(float).tiny
 
-    def gram(a, b):  # (B, Ka, P) x (B, Kb, P) -> (B, Ka, Kb) correlation coefficients
-        return np.einsum("bkp,blp->bkl", a, b) / npix
+    def corr(a, ia, b, ib):  # centred (B, Ka, P), 1/sd (B, Ka); (B, Kb, P), (B, Kb) -> (B, Ka, Kb) correlations
+        return np.matmul(a, b.transpose(0, 2, 1)) * (ia[:, :, None] * ib[:, None, :] / a.shape[-1])
 
-    out.append(np.concatenate([gram(m, m)[:, iu[0], iu[1]] for m in std_mag], axis=-1))
-    out.append(np.concatenate([gram(r, r)[:, iu[0], iu[1]] for r in std_real], axis=-1))
-    cs_mag, cs_real = [], []
-    for s in range(S - 1):
-        parent, pmag = pyr["bands"][s + 1], mags[s + 1]
-        doubled = np.where(pmag > 0, parent**2 / np.where(pmag > 0, pmag, 1.0), 0.0)
-        cs_mag.append(gram(std_mag[s], std_mag[s + 1]).reshape(x.shape[0], -1))
-        re_im = np.stack([_standardized(doubled.real, floor), _standardized(doubled.imag, floor)], axis=-2)  # (B, K, 2, ...)
-        c = gram(std_real[s], re_im.reshape(x.shape[0], 2 * K, -1))  # (B, K, 2K): parent m's re, im adjacent
-        cs_real.append(c.reshape(x.shape[0], -1))
-    empty = np.zeros((x.shape[0], 0))
-    out.append(np.concatenate(cs_mag, axis=-1) if cs_mag else empty)
-    out.append(np.concatenate(cs_real, axis=-1) if cs_real else empty)
-    out.append(_centred(pyr["highpass"]).__pow__(2).mean(axis=(-2, -1))[:, None])
-    return np.concatenate(out, axis=-1)
+    for s in range(S):
+        mag = np.abs(bands[s])  # (B, K, ny/2^s, nx/2^s)
+        cm, mu, sd = _centred_sd(mag)
+        im = _inverse_sd(sd, floor)
+        g["magnitude_mean"].append(mu)
+        g["magnitude_autocorr"].append(
+            _autocov_half(sfft.rfft2(mag, norm="forward"), mag.shape[-2:], lags).reshape(B, -1))
+        cr, _, sd = _centred_sd(bands[s].real)
+        ir = _inverse_sd(sd, floor)
+        g["real_variance"].append(sd * sd)
+        g["cross_orientation_magnitude"].append(corr(cm, im, cm, im)[:, iu[0], iu[1]])
+        g["cross_orientation_real"].append(corr(cr, ir, cr, ir)[:, iu[0], iu[1]])
+        if s + 1 < S:
+            # against level s+1's bands on level s's grid; the band side is centred, so the parent
+            # side needs only its mean and mean square (for its standard deviation)
+            parent = np.ascontiguousarray(parents[s]).reshape(B, K, -1)
+            pmag = np.abs(parent)
+            g["cross_scale_magnitude"].append(corr(cm, im, pmag, _inverse_sd(_raw_sd(pmag), floor)).reshape(B, -1))
+            np.maximum(pmag, tiny, out=pmag)
+            np.divide(1.0, pmag, out=pmag)
+            doubled = np.multiply(parent, parent)
+            doubled *= pmag  # p^2/|p| (0 where p = 0)
+            n = doubled.shape[-1]
+            dmean = doubled.sum(axis=-1) / n  # (B, K) complex
+            sq = np.vecdot(doubled, doubled).real / n  # mean |d|^2 = mean re^2 + mean im^2
+            dd = np.matmul(doubled[..., None, :], doubled[..., :, None])[..., 0, 0].real / n  # re^2 - im^2
+            dvar = np.stack([(sq + dd) / 2 - dmean.real**2, (sq - dd) / 2 - dmean.imag**2], axis=-1)
+            dsd = np.sqrt(np.maximum(dvar, 0.0))  # (B, K, re/im)
+            dv = doubled.view(np.float64).reshape(B, K, -1, 2)  # re, im interleaved
+            idv = _inverse_sd(dsd.reshape(B, 2 * K), floor).reshape(B, K, 1, 2)
+            c = np.matmul(cr[:, None], dv) * (ir[:, None, :, None] * idv / n)  # (B, K parents, K, 2)
+            g["cross_scale_real"].append(c.transpose(0, 2, 1, 3).reshape(B, -1))  # (k, parent m, re/im)
+    # high-pass residual variance by Parseval (its spectrum is 0 at frequency 0)
+    hp = spec.reshape(B, -1) * _masks(ny, nx, S, K)[0].reshape(-1)
+    g["highpass_variance"].append(np.vecdot(hp, hp).real[:, None])
+    return np.concatenate([v for name in GROUPS for v in g[name]], axis=-1)
 
 
 def pss(image: np.ndarray, scales: int = 4, orientations: int = 4, neighbourhood: int = 7,
