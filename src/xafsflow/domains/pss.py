@@ -214,8 +214,8 @@ def _decompose(x: np.ndarray, scales: int, orientations: int):
             par = sfft.ifft2(yp[..., None, :, :] * filt[g]["parent"], norm="forward", overwrite_x=True)
             parents.append(par)
             bands.append(np.ascontiguousarray(par[..., ::2, ::2]))
-        ci = _crop_index(y.shape[-2]), _crop_index(y.shape[-1])
-        y = y[..., ci[0][:, None], ci[1][None, :]] * filt[g + 1]["lo"]
+        y = y.take(_crop_index(y.shape[-2]), axis=-2).take(_crop_index(y.shape[-1]), axis=-1)  # C order
+        y *= filt[g + 1]["lo"]
         spectra.append(y)
     return spec, spectra, bands, parents
 
@@ -272,19 +272,40 @@ def _centred(x):
     return x - x.mean(axis=(-2, -1), keepdims=True)
 
 
-def _autocov_half(half: np.ndarray, shape: tuple[int, int], lags) -> np.ndarray:
-    """Circular auto-covariance at ``lags`` (grid steps) of real images from their half spectra
-    (``rfft2``, ``norm="forward"``; the mean is removed by dropping the zero frequency)."""
-    power = np.empty(half.shape, dtype=complex)  # complex, so that the inverse runs in place
-    pr = power.real
-    np.multiply(half.real, half.real, out=pr)
-    pr += half.imag * half.imag
-    power.imag = 0.0
+@lru_cache(maxsize=64)
+def _lag_matrices(my: int, mx: int, neighbourhood: int):
+    """Cosine and sine matrices that turn a half power spectrum (my, mx/2+1) into the auto-covariance
+    at lags dy = 0..h (rows) and dx = -h..h (columns), h = neighbourhood // 2, and the positions of
+    :func:`_half_lags` in that (h+1) x neighbourhood table.
+
+    The power spectrum of a real image is real and even, so its inverse transform at lag d is
+    ``sum_k P(k) cos(k.d)`` over all frequencies: over the half spectrum, columns 1..mx/2-1 count twice.
+    """
+    h = neighbourhood // 2
+    ky, kx = np.arange(my), np.arange(mx // 2 + 1)
+    weight = np.where((kx == 0) | (2 * kx == mx), 1.0, 2.0)
+    ay = 2 * np.pi * np.outer(np.arange(h + 1), ky) / my
+    ax = 2 * np.pi * np.outer(kx, np.arange(-h, h + 1)) / mx
+    x_mat = np.concatenate([weight[:, None] * np.cos(ax), weight[:, None] * np.sin(ax)], axis=1)
+    sel = np.array([dy * neighbourhood + dx + h for dy, dx in _half_lags(neighbourhood)])
+    return np.cos(ay), np.sin(ay), x_mat, sel
+
+
+def _autocov_half(half: np.ndarray, shape: tuple[int, int], neighbourhood: int) -> np.ndarray:
+    """Circular auto-covariance of real images at the lags of :func:`_half_lags` (grid steps), from their
+    half spectra (``rfft2``, ``norm="forward"``; the mean is removed by dropping the zero frequency).
+
+    Only these few lags are needed, so the inverse transform is two small matrix products with
+    :func:`_lag_matrices` (the tests compare them with products of shifted images).
+    """
+    cy, sy, x_mat, sel = _lag_matrices(*shape, neighbourhood)
+    power = np.abs(half)
+    power *= power
     power[..., 0, 0] = 0.0
-    ac = sfft.irfft2(power, s=shape, norm="forward", overwrite_x=True)
-    iy = np.array([dy % shape[0] for dy, _ in lags])
-    ix = np.array([dx % shape[1] for _, dx in lags])
-    return ac[..., iy, ix]
+    a = np.matmul(power, x_mat)  # (..., my, 2 Na): cosine and sine sums over kx
+    na = neighbourhood
+    ac = np.matmul(cy, a[..., :na]) - np.matmul(sy, a[..., na:])  # (..., h+1, Na)
+    return ac.reshape(*ac.shape[:-2], -1)[..., sel]
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -340,7 +361,6 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
     """Statistics of a stack (B, ny, nx): (B, n_stats)."""
     S, K = scales, orientations
     B, ny, nx = x.shape
-    lags = _half_lags(neighbourhood)
     spec, spectra, bands, parents = _decompose(x, S, K)
     g = {name: [] for name in GROUPS}
     mean, var, skew, kurt = _moments(x)
@@ -349,7 +369,7 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
         my, mx = y.shape[-2:]
         half = y[..., :mx // 2 + 1]
         g["lowpass_moments"].append(np.stack(_moments(sfft.irfft2(half, s=(my, mx), norm="forward"))[2:], axis=-1))
-        g["lowpass_autocorr"].append(_autocov_half(half, (my, mx), lags))
+        g["lowpass_autocorr"].append(_autocov_half(half, (my, mx), neighbourhood))
     floor = 1e-10 * np.sqrt(var) + 1e-300
     iu = np.triu_indices(K, 1)
     tiny = np.finfo(float).tiny
@@ -358,12 +378,14 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
         return np.matmul(a, b.transpose(0, 2, 1)) * (ia[:, :, None] * ib[:, None, :] / a.shape[-1])
 
     for s in range(S):
-        mag = np.abs(bands[s])  # (B, K, ny/2^s, nx/2^s)
-        cm, mu, sd = _centred_sd(mag)
+        cm = np.abs(bands[s]).reshape(B, K, -1)  # magnitudes (B, K, pixels of grid s), centred in place
+        mu = cm.mean(axis=-1)
+        cm -= mu[..., None]
+        sd = np.sqrt(np.vecdot(cm, cm) / cm.shape[-1])
         im = _inverse_sd(sd, floor)
         g["magnitude_mean"].append(mu)
-        g["magnitude_autocorr"].append(
-            _autocov_half(sfft.rfft2(mag, norm="forward"), mag.shape[-2:], lags).reshape(B, -1))
+        g["magnitude_autocorr"].append(_autocov_half(sfft.rfft2(cm.reshape(bands[s].shape), norm="forward"),
+                                                     bands[s].shape[-2:], neighbourhood).reshape(B, -1))
         cr, _, sd = _centred_sd(bands[s].real)
         ir = _inverse_sd(sd, floor)
         g["real_variance"].append(sd * sd)
@@ -372,12 +394,13 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
         if s + 1 < S:
             # against level s+1's bands on level s's grid; the band side is centred, so the parent
             # side needs only its mean and mean square (for its standard deviation)
-            parent = np.ascontiguousarray(parents[s]).reshape(B, K, -1)
+            parent = parents[s].reshape(B, K, -1)  # a temporary of _decompose: overwritten below
             pmag = np.abs(parent)
             g["cross_scale_magnitude"].append(corr(cm, im, pmag, _inverse_sd(_raw_sd(pmag), floor)).reshape(B, -1))
             np.maximum(pmag, tiny, out=pmag)
             np.divide(1.0, pmag, out=pmag)
-            doubled = np.multiply(parent, parent)
+            doubled = parent
+            doubled *= parent
             doubled *= pmag  # p^2/|p| (0 where p = 0)
             n = doubled.shape[-1]
             dmean = doubled.sum(axis=-1) / n  # (B, K) complex
