@@ -10,7 +10,8 @@ import pytest
 from xafsflow.domains import pss
 
 
-@pytest.mark.parametrize("shape,scales,orientations", [((128, 128), 4, 4), ((64, 96), 3, 4), ((64, 64), 3, 6)])
+@pytest.mark.parametrize("shape,scales,orientations", [((128, 128), 4, 4), ((64, 96), 3, 4), ((64, 64), 3, 6),
+                                                         ((48, 80), 4, 4)])
 def test_pyramid_reconstructs_the_image(shape, scales, orientations):
     x = np.random.default_rng(0).normal(size=shape) + 3.0
     rec = pss.reconstruct(pss.steerable_pyramid(x, scales, orientations))
@@ -149,21 +150,24 @@ def _full_band(x, scales, orientations, s):
     return np.fft.ifft2(y * levels[s][0] * half_ang) * (-1j) ** (orientations - 1)
 
 
-def test_subsampled_bands_are_samples_of_the_full_resolution_bands():
+@pytest.mark.parametrize("shape,scales", [((64, 96), 3), ((48, 80), 4)])
+def test_subsampled_bands_are_samples_of_the_full_resolution_bands(shape, scales):
     """Each level is band-limited to its grid, so cropping its spectrum loses nothing: band s equals
-    the non-subsampled band at every 2^s-th pixel, low-pass s the low-passed image there."""
-    x = np.random.default_rng(7).normal(size=(64, 96)) ** 2
-    pyr = pss.steerable_pyramid(x, 3, 4)
-    for s in range(3):
-        full = _full_band(x, 3, 4, s)
-        assert pyr["bands"][s].shape == (4, 64 >> s, 96 >> s)
+    the non-subsampled band at every 2^s-th pixel, low-pass s the low-passed image there (also when
+    the coarsest grid has an odd side: 48 x 80 at 4 scales ends on 3 x 5)."""
+    x = np.random.default_rng(7).normal(size=shape) ** 2
+    pyr = pss.steerable_pyramid(x, scales, 4)
+    for s in range(scales):
+        full = _full_band(x, scales, 4, s)
+        assert pyr["bands"][s].shape == (4, shape[0] >> s, shape[1] >> s)
         np.testing.assert_allclose(pyr["bands"][s], full[:, ::2**s, ::2**s], atol=1e-12 * np.abs(full).max())
-    hi0, lo0, levels, _, _ = pss._masks(64, 96, 3, 4)
+    hi0, lo0, levels, _, _ = pss._masks(*shape, scales, 4)
     y = np.fft.fft2(x) * lo0
     for s, low in enumerate(pyr["lowpasses"]):
         if s:
             y = y * levels[s - 1][1]
         full = np.fft.ifft2(y).real
+        assert low.shape == (shape[0] >> s, shape[1] >> s)
         np.testing.assert_allclose(low, full[::2**s, ::2**s], atol=1e-12 * np.abs(full).max())
 
 
