@@ -138,6 +138,17 @@ def check_image(image: np.ndarray, scales: int = 4, neighbourhood: int = 7) -> N
         raise ValueError("image is constant; it has no texture")
 
 
+def _frozen(obj):
+    """Mark the arrays of a cached result read-only (they are shared between calls and threads)."""
+    items = obj.values() if isinstance(obj, dict) else obj
+    for v in items:
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+        elif isinstance(v, (tuple, list)):
+            _frozen(v)
+    return obj
+
+
 @lru_cache(maxsize=16)
 def _masks(ny: int, nx: int, scales: int, orientations: int):
     """Full-grid masks: (hi_0, lo_0, [(hi_{s+1}, lo_{s+1})], real angular (K, ny, nx), half-plane (K, ny, nx)).
@@ -168,7 +179,7 @@ def _masks(ny: int, nx: int, scales: int, orientations: int):
         ang = c**order / np.sqrt(const)
         real_ang.append(ang)
         half_ang.append(2.0 * ang * (c > 0))
-    return hi0, lo0, levels, np.array(real_ang), np.array(half_ang)
+    return _frozen((hi0, lo0, levels, np.array(real_ang), np.array(half_ang)))
 
 
 def _crop_index(m: int) -> np.ndarray:
@@ -203,7 +214,7 @@ def _grid_filters(ny: int, nx: int, scales: int, orientations: int) -> list[dict
             d["next_lo"] = lo[crop]
             if g + 1 < scales:
                 d["parent"] = np.ascontiguousarray((lo * levels[g + 1][0])[crop] * half_ang[crop])
-        out.append(d)
+        out.append(_frozen(d))
     return out
 
 
@@ -307,7 +318,7 @@ def _lag_matrices(my: int, mx: int, neighbourhood: int):
     ax = 2 * np.pi * np.outer(kx, np.arange(-h, h + 1)) / mx
     x_mat = np.concatenate([weight[:, None] * np.cos(ax), weight[:, None] * np.sin(ax)], axis=1)
     sel = np.array([dy * neighbourhood + dx + h for dy, dx in _half_lags(neighbourhood)])
-    return np.cos(ay), np.sin(ay), x_mat, sel
+    return _frozen((np.cos(ay), np.sin(ay), x_mat, sel))
 
 
 def _autocov_half(half: np.ndarray, shape: tuple[int, int], neighbourhood: int) -> np.ndarray:
