@@ -332,9 +332,11 @@ def _autocov_half(half: np.ndarray, shape: tuple[int, int], neighbourhood: int) 
     power = np.abs(half)
     power *= power
     power[..., 0, 0] = 0.0
-    a = np.matmul(power, x_mat)  # (..., my, 2 Na): cosine and sine sums over kx
+    h1 = cy.shape[0]
+    a = np.einsum("dy,...yx->...dx", np.concatenate([cy, sy]), power)  # (..., 2(h+1), kx): sums over ky
     na = neighbourhood
-    ac = np.matmul(cy, a[..., :na]) - np.matmul(sy, a[..., na:])  # (..., h+1, Na)
+    ac = (np.einsum("...dx,xj->...dj", a[..., :h1, :], x_mat[:, :na])
+          - np.einsum("...dx,xj->...dj", a[..., h1:, :], x_mat[:, na:]))  # (..., h+1, Na)
     return ac.reshape(*ac.shape[:-2], -1)[..., sel]
 
 
@@ -350,12 +352,17 @@ def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok, cov / np.where(ok, den, 1.0), 0.0)
 
 
+def _sumsq(a: np.ndarray) -> np.ndarray:
+    """Sum of squares over the last axis (einsum, not BLAS: no thread pool for these small reductions)."""
+    return np.einsum("...p,...p->...", a, a)
+
+
 def _centred_sd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bands (B, K, ny, nx) flattened to (B, K, ny nx) and centred; their means and standard deviations (B, K)."""
     flat = a.reshape(*a.shape[:-2], -1)
     mean = flat.mean(axis=-1)
     c = flat - mean[..., None]
-    return c, mean, np.sqrt(np.vecdot(c, c) / c.shape[-1])
+    return c, mean, np.sqrt(_sumsq(c) / c.shape[-1])
 
 
 def _raw_sd(a: np.ndarray) -> np.ndarray:
@@ -363,7 +370,7 @@ def _raw_sd(a: np.ndarray) -> np.ndarray:
     is at most a few standard deviations, as magnitudes)."""
     n = a.shape[-1]
     mean = a.sum(axis=-1) / n
-    return np.sqrt(np.maximum(np.vecdot(a, a) / n - mean * mean, 0.0))
+    return np.sqrt(np.maximum(_sumsq(a) / n - mean * mean, 0.0))
 
 
 def _inverse_sd(sd: np.ndarray, floor: np.ndarray) -> np.ndarray:
@@ -405,13 +412,13 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
     tiny = np.finfo(float).tiny
 
     def corr(a, ia, b, ib):  # centred (B, Ka, P), 1/sd (B, Ka); (B, Kb, P), (B, Kb) -> (B, Ka, Kb) correlations
-        return np.matmul(a, b.transpose(0, 2, 1)) * (ia[:, :, None] * ib[:, None, :] / a.shape[-1])
+        return np.einsum("bkp,blp->bkl", a, b) * (ia[:, :, None] * ib[:, None, :] / a.shape[-1])
 
     for s in range(S):
         cm = np.abs(bands[s]).reshape(B, K, -1)  # magnitudes (B, K, pixels of grid s), centred in place
         mu = cm.mean(axis=-1)
         cm -= mu[..., None]
-        sd = np.sqrt(np.vecdot(cm, cm) / cm.shape[-1])
+        sd = np.sqrt(_sumsq(cm) / cm.shape[-1])
         im = _inverse_sd(sd, floor)
         g["magnitude_mean"].append(mu)
         g["magnitude_autocorr"].append(_autocov_half(sfft.rfft2(cm.reshape(bands[s].shape), norm="forward"),
@@ -424,27 +431,25 @@ def _stats_batch(x: np.ndarray, scales: int, orientations: int, neighbourhood: i
         if s + 1 < S:
             # against level s+1's bands on level s's grid; the band side is centred, so the parent
             # side needs only its mean and mean square (for its standard deviation)
-            parent = parents[s].reshape(B, K, -1)  # a temporary of _decompose: overwritten below
+            parent = parents[s].reshape(B, K, -1)
             pmag = np.abs(parent)
             g["cross_scale_magnitude"].append(corr(cm, im, pmag, _inverse_sd(_raw_sd(pmag), floor)).reshape(B, -1))
             np.maximum(pmag, tiny, out=pmag)
-            np.divide(1.0, pmag, out=pmag)
-            doubled = parent
-            doubled *= parent
-            doubled *= pmag  # p^2/|p| (0 where p = 0)
-            n = doubled.shape[-1]
-            dmean = doubled.sum(axis=-1) / n  # (B, K) complex
-            sq = np.vecdot(doubled, doubled).real / n  # mean |d|^2 = mean re^2 + mean im^2
-            dd = np.matmul(doubled[..., None, :], doubled[..., :, None])[..., 0, 0].real / n  # re^2 - im^2
-            dvar = np.stack([(sq + dd) / 2 - dmean.real**2, (sq - dd) / 2 - dmean.imag**2], axis=-1)
-            dsd = np.sqrt(np.maximum(dvar, 0.0))  # (B, K, re/im)
-            dv = doubled.view(np.float64).reshape(B, K, -1, 2)  # re, im interleaved
-            idv = _inverse_sd(dsd.reshape(B, 2 * K), floor).reshape(B, K, 1, 2)
-            c = np.matmul(cr[:, None], dv) * (ir[:, None, :, None] * idv / n)  # (B, K parents, K, 2)
-            g["cross_scale_real"].append(c.transpose(0, 2, 1, 3).reshape(B, -1))  # (k, parent m, re/im)
+            inv = np.divide(1.0, pmag, out=pmag)  # 1/|p| (huge but finite where p = 0, so p^2/|p| = 0)
+            pr, pi = parent.real, parent.imag
+            d_re = pr * pr  # phase-doubled parent p^2/|p|: real part (p_r^2 - p_i^2)/|p|,
+            d_re -= pi * pi
+            d_re *= inv
+            d_im = pr * pi  # imaginary part 2 p_r p_i/|p|
+            d_im *= inv
+            d_im += d_im
+            c = np.empty((B, K, K, 2))  # (k, parent m, re/im)
+            for j, part in enumerate((d_re, d_im)):
+                c[..., j] = corr(cr, ir, part, _inverse_sd(_raw_sd(part), floor))
+            g["cross_scale_real"].append(c.reshape(B, -1))
     # high-pass residual variance by Parseval (its spectrum is 0 at frequency 0)
     hp = spec.reshape(B, -1) * _masks(ny, nx, S, K)[0].reshape(-1)
-    g["highpass_variance"].append(np.vecdot(hp, hp).real[:, None])
+    g["highpass_variance"].append((_sumsq(hp.real) + _sumsq(hp.imag))[:, None])
     return np.concatenate([v for name in GROUPS for v in g[name]], axis=-1)
 
 
