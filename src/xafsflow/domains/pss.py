@@ -1,4 +1,4 @@
-"""Portilla-Simoncelli texture statistics on a complex steerable pyramid (NumPy, no torch).
+"""Portilla-Simoncelli texture statistics on a complex steerable pyramid (NumPy and SciPy, no torch).
 
 After Portilla & Simoncelli, IJCV 40, 49 (2000), as used by Mototake, Shouno
 et al., JPSJ 90, 044705 (2021), written for this project.
