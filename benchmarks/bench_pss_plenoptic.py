@@ -12,8 +12,9 @@ dependencies), e.g.::
    batch of 8. Ours: ``xafsflow.domains.pss.pss`` (4 scales, 4 orientations, neighbourhood 7,
    float64, one thread: OPENBLAS_NUM_THREADS=1 unless set). Peer:
    ``plenoptic.models.PortillaSimoncelli(n_scales=4, n_orientations=4, spatial_corr_width=7)``
-   in float64 and float32 with torch threads = 2, and float64 with 1 thread (on a loaded 2-core machine torch's second thread can cost more than it gives); model built
-   outside the timing, one warm-up call, ``torch.no_grad()``. Each repeat runs ours and the peer
+   in float64 and float32 with torch threads = 2, and float64 with 1 thread (on a loaded 2-core
+   machine torch's second thread can cost more than it gives); model built outside the timing,
+   one warm-up call, ``torch.no_grad()``. Each repeat runs ours and the peer
    back to back, and the ratio peer/ours is taken per repeat (so a burst of load hits both);
    median and range over repeats.
 2. Agreement, on 16 TDGL images at 256x256 over alpha in [1.0, 2.4]: the statistic groups whose
