@@ -34,6 +34,7 @@ PRODUCT = Product(
     module=__name__,
     campaign_level=True,
     campaign_id="_model",
+    version=2,  # 2: statistics of levels s >= 1 on the subsampled pyramid's grids
 )
 
 

@@ -32,6 +32,7 @@ PRODUCT = Product(
     summary_fields=("alpha", "alpha_low", "alpha_high", "pc1", "sweep_rate"),
     description="anisotropy parameter alpha of a domain image from the campaign's TDGL/PSS/PCA model",
     module=__name__,
+    version=2,  # 2: statistics of levels s >= 1 on the subsampled pyramid's grids
 )
 
 
