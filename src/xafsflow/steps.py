@@ -560,12 +560,12 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     raw = req.group["mu"]
     ne, ny, nx = raw.shape
     chunks = raw.chunks
-    mu = da.from_zarr(raw).astype(np.float64)
+    mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64
     flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
     cube, plane = ("energy", "y", "x"), ("y", "x")
     with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
         # pixels without an edge (no sample) get NaN and a flag instead of failing the stack
-        res = normalize_stack_tolerant(energy, flat_mu, **req.keywords)
+        res = normalize_stack_tolerant(energy, flat_mu, cube_dtype=np.float32, **req.keywords)
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
             targets = [
