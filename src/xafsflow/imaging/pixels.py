@@ -260,18 +260,28 @@ def _normalize_block_fixed_e0(mu_block: np.ndarray, energy: np.ndarray, params: 
 
 
 def _f64_rows(rows: np.ndarray) -> np.ndarray:
-    """The float64 values (m,) stored bit for bit in two float32 rows (2, m) of a packed block (a view)."""
-    return np.ascontiguousarray(rows).reshape(-1).view(np.float64)
+    """The float64 values (...) stored bit for bit in two float32 rows (2, ...) of a packed block (a view)."""
+    return np.ascontiguousarray(rows).reshape(-1).view(np.float64).reshape(rows.shape[1:])
 
 
-def _normalize_block_packed32(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
-    """As :func:`_normalize_block_tolerant`, packed (4 + 2E, m) float32: rows 0-1 hold e0 and rows 2-3 the
-    edge step as float64 (bit for bit, read with :func:`_f64_rows`), then norm and flat in float32."""
-    n_e, m = mu_block.shape
-    packed = np.empty((4 + 2 * n_e, m), np.float32)
-    normalize_block_into(mu_block, energy, params, _f64_rows(packed[0:2]), _f64_rows(packed[2:4]),
-                         packed[4:4 + n_e], packed[4 + n_e:])
-    return packed
+def _normalize_block_packed(mu_block: np.ndarray, energy: np.ndarray, params: dict, cube_dtype) -> np.ndarray:
+    """:func:`normalize_block_into` on an (E, ...) block, packed along the first axis.
+
+    float64: (2 + 2E, ...) -- e0, edge step, norm rows, flat rows. float32:
+    (4 + 2E, ...) -- rows 0-1 hold e0 and rows 2-3 the edge step as float64,
+    bit for bit (read with :func:`_f64_rows`), then norm and flat rows.
+    """
+    n_e, rest = mu_block.shape[0], mu_block.shape[1:]
+    mu2 = mu_block.reshape(n_e, -1)
+    m = mu2.shape[1]
+    if np.dtype(cube_dtype) == np.float64:
+        packed = np.empty((2 + 2 * n_e, m))
+        normalize_block_into(mu2, energy, params, packed[0], packed[1], packed[2:2 + n_e], packed[2 + n_e:])
+    else:
+        packed = np.empty((4 + 2 * n_e, m), np.float32)
+        normalize_block_into(mu2, energy, params, _f64_rows(packed[0:2]), _f64_rows(packed[2:4]),
+                             packed[4:4 + n_e], packed[4 + n_e:])
+    return packed.reshape(packed.shape[0], *rest)
 
 
 def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dict:
@@ -281,8 +291,10 @@ def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dic
     ----------
     energy : array_like, shape (E,)
         eV, strictly increasing.
-    mu : dask.array.Array, shape (E, npix)
-        Chunked along pixels only; float32 or float64 blocks are read as they are (no float64 copy).
+    mu : dask.array.Array or array_like, shape (E, npix) or (E, ny, nx)
+        Chunked along pixels only (an energy axis in several chunks is
+        rechunked); float32 or float64 blocks are read as they are (no
+        float64 copy).
     cube_dtype : numpy.float64 or numpy.float32
         dtype of ``norm`` and ``flat`` (computed in float64, rounded once when written).
     **params
@@ -291,37 +303,41 @@ def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dic
     Returns
     -------
     dict of dask.array.Array
-        ``e0``, ``edge_step`` (npix,) float64 and ``norm``, ``flat`` (E, npix)
-        ``cube_dtype``; NaN in every output for a pixel with non-finite mu or
-        one that :func:`normalize_edge` refuses (no positive edge step, too few
-        window points). Count them with ``isnan(edge_step)``. All four come
-        from one blockwise computation (one numba pass per block,
+        ``e0``, ``edge_step`` (``mu.shape[1:]``) float64 and ``norm``,
+        ``flat`` (``mu.shape``) ``cube_dtype``, chunked as ``mu`` along pixels;
+        NaN in every output for a pixel with non-finite mu or one that
+        :func:`normalize_edge` refuses (no positive edge step, too few window
+        points). Count them with ``isnan(edge_step)``. All four come from one
+        blockwise computation (one numba pass per block,
         :func:`normalize_block_into`): compute them together.
     """
     import dask.array as da
 
     from xafsflow.xas.normalize import normalize_stack
 
-    normalize_stack(energy, mu, **params)  # eager validation of the energies, shape and settings
     e = np.asarray(energy, dtype=float)
     arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
+    # eager validation of the energies, shape and settings (on a one-pixel stand-in of the stack)
+    normalize_stack(energy, da.zeros((arr.shape[0] if arr.ndim else 0, 1)), **params)
+    if arr.ndim < 2:
+        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {arr.shape}")
     if len(arr.chunks[0]) != 1:
         arr = arr.rechunk({0: -1})
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(float)
-    n_e = e.size
-    if np.dtype(cube_dtype) == np.float64:
-        packed = da.map_blocks(_normalize_block_tolerant, arr, energy=e, params=dict(params),
-                               chunks=((2 + 2 * n_e,), arr.chunks[1]), dtype=float, meta=np.empty((0, 0)))
-        return {"e0": packed[0], "edge_step": packed[1], "norm": packed[2:2 + n_e], "flat": packed[2 + n_e:]}
-    if np.dtype(cube_dtype) != np.float32:
+    n_e, dt = e.size, np.dtype(cube_dtype)
+    if dt not in (np.float32, np.float64):
         raise ValueError(f"cube_dtype must be float32 or float64, not {cube_dtype!r}")
-    packed = da.map_blocks(_normalize_block_packed32, arr, energy=e, params=dict(params),
-                           chunks=((4 + 2 * n_e,), arr.chunks[1]), dtype=np.float32,
-                           meta=np.empty((0, 0), np.float32))
-    planes = [packed[i:i + 2].map_blocks(_f64_rows, drop_axis=0, chunks=(arr.chunks[1],), dtype=np.float64,
-                                         meta=np.empty((0,))) for i in (0, 2)]
-    return {"e0": planes[0], "edge_step": planes[1], "norm": packed[4:4 + n_e], "flat": packed[4 + n_e:]}
+    head = 2 if dt == np.float64 else 4
+    packed = da.map_blocks(_normalize_block_packed, arr, energy=e, params=dict(params), cube_dtype=dt,
+                           chunks=((head + 2 * n_e,), *arr.chunks[1:]), dtype=dt,
+                           meta=np.empty((0,) * arr.ndim, dt))
+    if dt == np.float64:
+        e0, step = packed[0], packed[1]
+    else:
+        e0, step = [packed[i:i + 2].map_blocks(_f64_rows, drop_axis=0, chunks=arr.chunks[1:], dtype=np.float64,
+                                               meta=np.empty((0,) * (arr.ndim - 1))) for i in (0, 2)]
+    return {"e0": e0, "edge_step": step, "norm": packed[head:head + n_e], "flat": packed[head + n_e:]}
 
 
 def edge_step_mask(edge_step: np.ndarray, fraction: float) -> tuple[np.ndarray, float]:
