@@ -168,3 +168,13 @@ def test_stack_float32_cubes_keep_float64_planes():
     np.testing.assert_array_equal(r32["norm"], r64["norm"].astype(np.float32))
     np.testing.assert_array_equal(r32["flat"], r64["flat"].astype(np.float32))
     assert np.isnan(r32["edge_step"][17]) and np.isfinite(np.delete(r32["edge_step"], 17)).all()
+
+
+def test_too_few_energies_to_find_e0_refuses_every_pixel():
+    """Eight energies: find_e0 (and normalize_edge without e0) refuses them; every pixel NaN, as before."""
+    e = np.linspace(7080.0, 7150.0, 8)
+    mu = np.stack([0.3 + 0.5 * (e > 7110.0 + j) for j in range(4)], axis=1)
+    params = {"pre1": -30.0, "pre2": -10.0, "norm1": 10.0, "nnorm": 0}
+    ref = _reference(e, mu, params)
+    assert np.isnan(ref["edge_step"]).all()
+    _assert_equal(_kernel(e, mu, params), ref)

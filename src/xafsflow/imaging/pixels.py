@@ -159,7 +159,10 @@ def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict,
             e0_given = np.full(m, np.nan)
             fin = np.all(np.isfinite(mu_block), axis=0)
             if fin.any():
-                e0_given[fin] = np.atleast_1d(nz.find_e0(e, mu_block[:, fin], smooth_ev=kw["smooth_ev"]))
+                try:
+                    e0_given[fin] = np.atleast_1d(nz.find_e0(e, mu_block[:, fin], smooth_ev=kw["smooth_ev"]))
+                except AnalysisInputError:  # too few energies to find an edge: every pixel refused, as before
+                    pass
     else:
         e0_given = np.ascontiguousarray(np.broadcast_to(np.asarray(kw["e0"], dtype=float), (m,)))
     if op is None:
