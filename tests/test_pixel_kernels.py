@@ -131,7 +131,7 @@ def test_fine_grid_falls_back_to_find_e0():
     """A grid too fine for the E0 operator: E0 from find_e0, the rest in the kernel."""
     e = np.linspace(7000.0, 7400.0, 2000)
     e[1] = e[0] + 1e-3  # finest step 1 meV: no operator is built
-    assert px._e0_operator_columns(e, 0.5) is None
+    assert px._e0_operator_rows(e, 0.5) is None
     mu = np.stack([fw.xanes_normalized(e, 7150.0 + j, 2.0, 3.0, 2.0, 4.0, 0.5, []) for j in range(5)], axis=1)
     mu[:, 2] = np.nan
     params = {"pre1": -100.0, "pre2": -30.0, "norm1": 50.0, "nnorm": 2}

@@ -82,14 +82,14 @@ def find_e0_block(energy: np.ndarray, mu_block: np.ndarray, smooth_ev: float = 0
     return grid[lo - 1 + j] + shift * h
 
 
-def _e0_operator_columns(energy: np.ndarray, smooth_ev: float):
-    """:func:`_e0_operator` column by column as spans of rows (the zeros above each column's first and below its
+def _e0_operator_rows(energy: np.ndarray, smooth_ev: float):
+    """:func:`_e0_operator` row by row as spans of energies (the zeros before each row's first and after its
     last nonzero entry dropped), and the rows' grid energies.
 
-    Returns (ptr, first, val, grid_rows, h) -- column c is ``val[ptr[c]:ptr[c + 1]]`` on the rows from
-    ``first[c]`` on -- or None when the operator is not built (very fine grids).
+    Returns (ptr, first, val, grid_rows, h) -- row r is ``val[ptr[r]:ptr[r + 1]]`` applied to the energies
+    from index ``first[r]`` on -- or None when the operator is not built (very fine grids).
     """
-    key = ("columns", energy.tobytes(), float(smooth_ev))
+    key = ("rows", energy.tobytes(), float(smooth_ev))
     if key in _e0_operators:
         return _e0_operators[key]
     op = _e0_operator(energy, smooth_ev)
@@ -97,11 +97,11 @@ def _e0_operator_columns(energy: np.ndarray, smooth_ev: float):
         return None
     D, grid, lo, hi, h = op
     ptr, first, val = [0], [], []
-    for col in D.T:
-        nzi = np.flatnonzero(col)
+    for row in D:
+        nzi = np.flatnonzero(row)
         a, b = (int(nzi[0]), int(nzi[-1]) + 1) if nzi.size else (0, 0)
         first.append(a)
-        val.extend(col[a:b])
+        val.extend(row[a:b])
         ptr.append(ptr[-1] + b - a)
     spans = (np.asarray(ptr, np.int64), np.asarray(first, np.int64), np.asarray(val, float),
              np.ascontiguousarray(grid[lo - 1:hi + 1]), float(h))
@@ -154,7 +154,7 @@ def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict,
     op = None
     e0_given = np.zeros(m)
     if kw["e0"] is None:
-        op = _e0_operator_columns(e, float(kw["smooth_ev"]))
+        op = _e0_operator_rows(e, float(kw["smooth_ev"]))
         if op is None:  # fine grid: find_e0 on the finite columns
             e0_given = np.full(m, np.nan)
             fin = np.all(np.isfinite(mu_block), axis=0)
@@ -166,7 +166,7 @@ def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict,
     else:
         e0_given = np.ascontiguousarray(np.broadcast_to(np.asarray(kw["e0"], dtype=float), (m,)))
     if op is None:
-        op = (np.zeros(n_e + 1, np.int64), np.zeros(n_e, np.int64), np.zeros(0), np.zeros(0), 1.0)
+        op = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), 1.0)
         find = False
     else:
         find = True
