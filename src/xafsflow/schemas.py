@@ -28,8 +28,9 @@ def schema_dir() -> Path:
 
 
 def _read(path: Path) -> dict:
+    """One of the package's schema files (libyaml's safe loader when present: same objects, 10x faster)."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @lru_cache(maxsize=None)

@@ -552,6 +552,7 @@ def _normalize_image(req: NormalizeRequest) -> None:
 
 
 def _normalize_stack(req: NormalizeRequest) -> None:
+    import dask
     import dask.array as da
 
     from xafsflow.distributed import step_scheduler
@@ -561,12 +562,12 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     raw = req.group["mu"]
     ne, ny, nx = raw.shape
     chunks = raw.chunks
-    mu = da.from_zarr(raw).astype(np.float64)
-    flat_mu = mu.reshape(ne, ny * nx)  # row-aligned chunks: reshape keeps one chunk per block
+    mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64
     cube, plane = ("energy", "y", "x"), ("y", "x")
     with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
-        # pixels without an edge (no sample) get NaN and a flag instead of failing the stack
-        res = normalize_stack_tolerant(energy, flat_mu, **req.keywords)
+        # pixels without an edge (no sample) get NaN and a flag instead of failing the stack;
+        # blocks are the raw store's chunks (E, rows, columns), so outputs need no reshaping or rechunking
+        res = normalize_stack_tolerant(energy, mu, cube_dtype=np.float32, **req.keywords)
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
             targets = [
@@ -575,14 +576,10 @@ def _normalize_stack(req: NormalizeRequest) -> None:
                 st.create_array(g, "e0", (ny, nx), np.float64, plane, chunks[1:], {"units": "eV"}),
                 st.create_array(g, "edge_step", (ny, nx), np.float64, plane, chunks[1:]),
             ]
-            sources = [
-                res["norm"].reshape(ne, ny, nx).astype(np.float32).rechunk(chunks),
-                res["flat"].reshape(ne, ny, nx).astype(np.float32).rechunk(chunks),
-                res["e0"].reshape(ny, nx).rechunk(chunks[1:]),
-                res["edge_step"].reshape(ny, nx).rechunk(chunks[1:]),
-            ]
-            da.store(sources, targets, lock=False, compute=True)
-            e0map, stepmap = targets[2][...], targets[3][...]
+            sources = [res["norm"], res["flat"], res["e0"], res["edge_step"]]
+            stored = da.store(sources, targets, lock=False, compute=False)
+            # the two maps also come back in memory from the same pass (for the flags and medians)
+            _, e0map, stepmap = dask.compute(stored, res["e0"], res["edge_step"])
             flags = []
             if np.any(stepmap <= 0):
                 flags.append(f"nonpositive_edge_step({int(np.sum(stepmap <= 0))} pixels)")

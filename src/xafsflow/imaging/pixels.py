@@ -82,8 +82,115 @@ def find_e0_block(energy: np.ndarray, mu_block: np.ndarray, smooth_ev: float = 0
     return grid[lo - 1 + j] + shift * h
 
 
+def _e0_operator_rows(energy: np.ndarray, smooth_ev: float):
+    """:func:`_e0_operator` row by row as spans of energies (the zeros before each row's first and after its
+    last nonzero entry dropped), and the rows' grid energies.
+
+    Returns (ptr, first, val, grid_rows, h) -- row r is ``val[ptr[r]:ptr[r + 1]]`` applied to the energies
+    from index ``first[r]`` on -- or None when the operator is not built (very fine grids).
+    """
+    key = ("rows", energy.tobytes(), float(smooth_ev))
+    if key in _e0_operators:
+        return _e0_operators[key]
+    op = _e0_operator(energy, smooth_ev)
+    if op is None:
+        return None
+    D, grid, lo, hi, h = op
+    ptr, first, val = [0], [], []
+    for row in D:
+        nzi = np.flatnonzero(row)
+        a, b = (int(nzi[0]), int(nzi[-1]) + 1) if nzi.size else (0, 0)
+        first.append(a)
+        val.extend(row[a:b])
+        ptr.append(ptr[-1] + b - a)
+    spans = (np.asarray(ptr, np.int64), np.asarray(first, np.int64), np.asarray(val, float),
+             np.ascontiguousarray(grid[lo - 1:hi + 1]), float(h))
+    _e0_operators[key] = spans
+    return spans
+
+
+def _edge_defaults() -> dict:
+    import inspect
+
+    from xafsflow.xas.normalize import normalize_edge
+
+    return {k: p.default for k, p in inspect.signature(normalize_edge).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict, e0_out: np.ndarray,
+                         step_out: np.ndarray, norm_out: np.ndarray, flat_out: np.ndarray) -> None:
+    """:func:`normalize_edge` on every column of an (E, m) block, into preallocated outputs; NaN where it refuses.
+
+    Parameters
+    ----------
+    mu_block : numpy.ndarray, shape (E, m), float32 or float64
+        Absorption (any units); read as float64.
+    energy : numpy.ndarray, shape (E,)
+        eV, strictly increasing.
+    params : dict
+        ``normalize_edge``'s keywords (``e0`` None, a scalar or an (m,) array, eV; missing keys take
+        its defaults).
+    e0_out, step_out : numpy.ndarray, shape (m,), float64
+        E0 (eV) and edge step (units of mu).
+    norm_out, flat_out : numpy.ndarray, shape (E, m), float32 or float64
+        Normalized and flattened spectra (dimensionless).
+
+    Notes
+    -----
+    One pass of :func:`xafsflow.imaging.pixel_kernels.normalize_pixels` (numba; E0 as ``find_e0`` through
+    the operator of :func:`_e0_operator`, the windows and fits of ``normalize_edge``). On energy grids too
+    fine for the operator, E0 comes from :func:`~xafsflow.xas.normalize.find_e0` first.
+    """
+    from xafsflow.imaging.pixel_kernels import normalize_pixels
+    from xafsflow.xas import normalize as nz
+
+    kw = {**_edge_defaults(), **params}
+    e = np.ascontiguousarray(energy, dtype=float)
+    n_e, m = mu_block.shape
+    if mu_block.dtype not in (np.float32, np.float64):
+        mu_block = mu_block.astype(np.float64)
+    mu_block = np.ascontiguousarray(mu_block)
+    op = None
+    e0_given = np.zeros(m)
+    if kw["e0"] is None:
+        op = _e0_operator_rows(e, float(kw["smooth_ev"]))
+        if op is None:  # fine grid: find_e0 on the finite columns
+            e0_given = np.full(m, np.nan)
+            fin = np.all(np.isfinite(mu_block), axis=0)
+            if fin.any():
+                try:
+                    e0_given[fin] = np.atleast_1d(nz.find_e0(e, mu_block[:, fin], smooth_ev=kw["smooth_ev"]))
+                except AnalysisInputError:  # too few energies to find an edge: every pixel refused, as before
+                    pass
+    else:
+        e0_given = np.ascontiguousarray(np.broadcast_to(np.asarray(kw["e0"], dtype=float), (m,)))
+    if op is None:
+        op = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), 1.0)
+        find = False
+    else:
+        find = True
+    ptr, idx, val, grid_rows, h = op
+    norm2 = np.nan if kw["norm2"] is None else float(kw["norm2"])
+    normalize_pixels(e, mu_block, e0_given, find, ptr, idx, val, grid_rows, h, float(kw["pre1"]),
+                     float(kw["pre2"]), float(kw["norm1"]), norm2, int(kw["nnorm"]), int(nz.MIN_WINDOW_POINTS),
+                     float(nz.PRE_EDGE_MIN_GAP), float(nz._STEP_ROUNDING_FLOOR), e0_out, step_out, norm_out,
+                     flat_out)
+
+
 def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
-    """:func:`normalize_edge` on an (E, m) block, packed (2 + 2E, m); columns it refuses become NaN.
+    """:func:`normalize_edge` on an (E, m) block, packed (2 + 2E, m) float64; columns it refuses become NaN.
+
+    See :func:`normalize_block_into` (one numba pass per block).
+    """
+    n_e, m = mu_block.shape
+    packed = np.empty((2 + 2 * n_e, m))
+    normalize_block_into(mu_block, energy, params, packed[0], packed[1], packed[2:2 + n_e], packed[2 + n_e:])
+    return packed
+
+
+def _normalize_block_numpy(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
+    """The NumPy path of :func:`_normalize_block_tolerant` (batched ``normalize_edge``), kept as a reference.
 
     The block is fitted at once; when it is refused, it is split in halves
     recursively, so a few bad pixels cost O(bad x log m) vectorized fits.
@@ -91,6 +198,7 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
     from xafsflow.xas.normalize import normalize_edge
 
     n_e, m = mu_block.shape
+    mu_block = np.asarray(mu_block, dtype=float)
     finite = np.all(np.isfinite(mu_block), axis=0)
     if m == 0:
         return np.full((2 + 2 * n_e, 0), np.nan)
@@ -98,7 +206,7 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
         out = np.full((2 + 2 * n_e, m), np.nan)  # allocated only here: a worker's memory is tight
         idx = np.flatnonzero(finite)
         if idx.size:
-            out[:, idx] = _normalize_block_tolerant(mu_block[:, idx], energy, params)
+            out[:, idx] = _normalize_block_numpy(mu_block[:, idx], energy, params)
         return out
     kw = dict(params)
     if kw.get("e0") is None:  # found per pixel, in matrix form over the block (same definition as find_e0)
@@ -111,8 +219,8 @@ def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: 
         if np.ndim(params.get("e0")) == 0 and params.get("e0") is not None:
             return _normalize_block_fixed_e0(mu_block, energy, params)
         h = m // 2
-        return np.concatenate([_normalize_block_tolerant(mu_block[:, :h], energy, params),
-                               _normalize_block_tolerant(mu_block[:, h:], energy, params)], axis=1)
+        return np.concatenate([_normalize_block_numpy(mu_block[:, :h], energy, params),
+                               _normalize_block_numpy(mu_block[:, h:], energy, params)], axis=1)
     packed = np.empty((2 + 2 * n_e, m))
     packed[0] = res.e0
     packed[1] = res.edge_step
@@ -154,40 +262,85 @@ def _normalize_block_fixed_e0(mu_block: np.ndarray, energy: np.ndarray, params: 
     return out
 
 
-def normalize_stack_tolerant(energy, mu, **params) -> dict:
+def _f64_rows(rows: np.ndarray) -> np.ndarray:
+    """The float64 values (...) stored bit for bit in two float32 rows (2, ...) of a packed block (a view)."""
+    return np.ascontiguousarray(rows).reshape(-1).view(np.float64).reshape(rows.shape[1:])
+
+
+def _normalize_block_packed(mu_block: np.ndarray, energy: np.ndarray, params: dict, cube_dtype) -> np.ndarray:
+    """:func:`normalize_block_into` on an (E, ...) block, packed along the first axis.
+
+    float64: (2 + 2E, ...) -- e0, edge step, norm rows, flat rows. float32:
+    (4 + 2E, ...) -- rows 0-1 hold e0 and rows 2-3 the edge step as float64,
+    bit for bit (read with :func:`_f64_rows`), then norm and flat rows.
+    """
+    n_e, rest = mu_block.shape[0], mu_block.shape[1:]
+    mu2 = mu_block.reshape(n_e, -1)
+    m = mu2.shape[1]
+    if np.dtype(cube_dtype) == np.float64:
+        packed = np.empty((2 + 2 * n_e, m))
+        normalize_block_into(mu2, energy, params, packed[0], packed[1], packed[2:2 + n_e], packed[2 + n_e:])
+    else:
+        packed = np.empty((4 + 2 * n_e, m), np.float32)
+        normalize_block_into(mu2, energy, params, _f64_rows(packed[0:2]), _f64_rows(packed[2:4]),
+                             packed[4:4 + n_e], packed[4 + n_e:])
+    return packed.reshape(packed.shape[0], *rest)
+
+
+def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dict:
     """As :func:`xafsflow.xas.normalize.normalize_stack`, but pixels it cannot normalize get NaN.
 
     Parameters
     ----------
     energy : array_like, shape (E,)
         eV, strictly increasing.
-    mu : dask.array.Array, shape (E, npix)
-        Chunked along pixels only.
+    mu : dask.array.Array or array_like, shape (E, npix) or (E, ny, nx)
+        Chunked along pixels only (an energy axis in several chunks is
+        rechunked); float32 or float64 blocks are read as they are (no
+        float64 copy).
+    cube_dtype : numpy.float64 or numpy.float32
+        dtype of ``norm`` and ``flat`` (computed in float64, rounded once when written).
     **params
         ``normalize_stack``'s keywords (validated eagerly by it).
 
     Returns
     -------
     dict of dask.array.Array
-        ``e0``, ``edge_step`` (npix,) and ``norm``, ``flat`` (E, npix); NaN
-        in every output for a pixel with non-finite mu or one that
+        ``e0``, ``edge_step`` (``mu.shape[1:]``) float64 and ``norm``,
+        ``flat`` (``mu.shape``) ``cube_dtype``, chunked as ``mu`` along pixels;
+        NaN in every output for a pixel with non-finite mu or one that
         :func:`normalize_edge` refuses (no positive edge step, too few window
-        points). Count them with ``isnan(edge_step)``.
+        points). Count them with ``isnan(edge_step)``. All four come from one
+        blockwise computation (one numba pass per block,
+        :func:`normalize_block_into`): compute them together.
     """
     import dask.array as da
 
     from xafsflow.xas.normalize import normalize_stack
 
-    normalize_stack(energy, mu, **params)  # eager validation of the energies, shape and settings
     e = np.asarray(energy, dtype=float)
     arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
+    # eager validation of the energies, shape and settings (on a one-pixel stand-in of the stack)
+    normalize_stack(energy, da.zeros((arr.shape[0] if arr.ndim else 0, 1)), **params)
+    if arr.ndim < 2:
+        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {arr.shape}")
     if len(arr.chunks[0]) != 1:
         arr = arr.rechunk({0: -1})
-    arr = arr.astype(float)
-    n_e = e.size
-    packed = da.map_blocks(_normalize_block_tolerant, arr, energy=e, params=dict(params),
-                           chunks=((2 + 2 * n_e,), arr.chunks[1]), dtype=float, meta=np.empty((0, 0)))
-    return {"e0": packed[0], "edge_step": packed[1], "norm": packed[2:2 + n_e], "flat": packed[2 + n_e:]}
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(float)
+    n_e, dt = e.size, np.dtype(cube_dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"cube_dtype must be float32 or float64, not {cube_dtype!r}")
+    head = 2 if dt == np.float64 else 4
+    packed = da.map_blocks(_normalize_block_packed, arr, energy=e, params=dict(params), cube_dtype=dt,
+                           chunks=((head + 2 * n_e,), *arr.chunks[1:]), dtype=dt,
+                           meta=np.empty((0,) * arr.ndim, dt))
+    if dt == np.float64:
+        e0, step = packed[0], packed[1]
+    else:
+        e0, step = [packed[i:i + 2].map_blocks(_f64_rows, drop_axis=0, chunks=arr.chunks[1:], dtype=np.float64,
+                                               meta=np.empty((0,) * (arr.ndim - 1))) for i in (0, 2)]
+    return {"e0": e0, "edge_step": step, "norm": packed[head:head + n_e], "flat": packed[head + n_e:]}
 
 
 def edge_step_mask(edge_step: np.ndarray, fraction: float) -> tuple[np.ndarray, float]:
