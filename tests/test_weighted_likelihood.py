@@ -19,13 +19,18 @@ from xafsflow.bayes.remc import ChainSettings, normalize_weights, run_chain
 from xafsflow.errors import InputError
 
 
-def test_unweighted_chains_are_bit_identical_to_the_golden_file():
-    """weights=None runs the plain sums: chains and a whole analysis equal main's before weights, bit for bit."""
+def test_unweighted_chains_equal_the_golden_file():
+    """weights=None runs the plain sums: chains and a whole analysis equal main's before weights.
+
+    Bit for bit on the machine that wrote the file; on another CPU numba's LLVM picks other instructions (FMA,
+    vector widths) and the sums differ in the last bits (measured on a second AMD EPYC VM: 1e-15 absolute,
+    5e-14 relative in the chain energies, the same accept decisions), hence 1e-12 relative. A changed
+    likelihood or a flipped accept decision moves the chains by far more."""
     golden = np.load(remc_golden.GOLDEN)
     now = remc_golden.compute()
     assert set(now) == set(golden.files)
     for key in golden.files:
-        np.testing.assert_array_equal(now[key], golden[key], err_msg=key)
+        np.testing.assert_allclose(now[key], golden[key], rtol=1e-12, atol=1e-14, err_msg=key)
 
 
 def _weights(n, seed=0):
