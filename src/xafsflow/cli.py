@@ -160,7 +160,10 @@ def _normalize(args) -> str:
     from xafsflow.io.store import open_store
     from xafsflow.steps import normalize
 
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, args.threads)))
+    if "numba" not in sys.modules:
+        # numba reads this when it starts its threads; once they run (the CLI called in-process, e.g. from
+        # tests), a different value would make its next compilation fail, so leave it alone then
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, args.threads)))
     params = kind_params(dict(open_store(args.raw_store).attrs)["kind"], args.params)
     normalize(args.raw_store, args.out, params, threads=args.threads, mem_mb=args.mem_mb, seed=args.seed,
               params_hash=args.params_hash, dashboard=args.dashboard, scheduler=args.scheduler)
