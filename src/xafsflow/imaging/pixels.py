@@ -10,6 +10,8 @@ them from what follows.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from xafsflow.errors import AnalysisInputError
@@ -109,7 +111,9 @@ def _e0_operator_rows(energy: np.ndarray, smooth_ev: float):
     return spans
 
 
+@lru_cache(maxsize=None)
 def _edge_defaults() -> dict:
+    """normalize_edge's keyword defaults (read once: every block asks)."""
     import inspect
 
     from xafsflow.xas.normalize import normalize_edge
@@ -145,7 +149,7 @@ def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict,
     from xafsflow.imaging.pixel_kernels import normalize_pixels
     from xafsflow.xas import normalize as nz
 
-    kw = {**_edge_defaults(), **params}
+    kw = {**_edge_defaults(), **params}  # a copy: the cached defaults stay untouched
     e = np.ascontiguousarray(energy, dtype=float)
     n_e, m = mu_block.shape
     if mu_block.dtype not in (np.float32, np.float64):

@@ -237,15 +237,15 @@ def grain_spec(gp: dict, e0: float):
     from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
     from xafsflow.bayes.settings import ChainSettings
 
-    if gp.get("model", "xanes") == "preedge":
+    if gp["model"] == "preedge":
         # the pre-edge model builds its priors from its window and the resolution (as the posterior product)
-        priors, model, resolution = {}, "preedge", gp["preedge"]["resolution"]
+        model = {"model": "preedge", "priors": {}, "resolution": gp["preedge"]["resolution"]}
     else:
         lo, hi = gp["component_range"]
-        priors = dict(gp["priors"], centre={"dist": "uniform", "lo": e0 + lo, "hi": e0 + hi})
-        model, resolution = "xanes", 1.0
-    return PosteriorSpec(model=model, k_min=gp["k_min"], k_max=gp["k_max"], k_limit=gp["k_max"],
-                         replicas=gp["replicas"], runs=gp["runs"], e0=e0, priors=priors, resolution=resolution,
+        model = {"model": "xanes",
+                 "priors": dict(gp["priors"], centre={"dist": "uniform", "lo": e0 + lo, "hi": e0 + hi})}
+    return PosteriorSpec(**model, k_min=gp["k_min"], k_max=gp["k_max"], k_limit=gp["k_max"],
+                         replicas=gp["replicas"], runs=gp["runs"], e0=e0,
                          settings=ChainSettings(sweeps=gp["sweeps"], burn_in=gp["burn_in"], thin=gp["thin"],
                                                 block=50, adapt_every=50, checkpoint_every=50),
                          tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False),
@@ -286,7 +286,7 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
     empty = (energy, np.empty((0, energy.size)), np.empty((0, energy.size)), np.empty((0, energy.size), int), [])
     if not analysed:
         return (*empty, 0.0, [])
-    model = gp.get("model", "xanes")
+    model = gp["model"]
     window, range_name = None, "fit_range"
     if model == "preedge":
         from xafsflow.products.posterior import preedge_window
@@ -431,8 +431,8 @@ def write_grain_spectra(gs_group, energy, means, sems, counts, results, groups, 
     from xafsflow.imaging.grain_spectra import POSITION
 
     n = len(results)
-    q = POSITION[gp.get("model", "xanes")]  # edge (xanes e0) or centroid (pre-edge)
-    st.set_attrs(gs_group, model=gp.get("model", "xanes"), position=q)
+    q = POSITION[gp["model"]]  # edge (xanes e0) or centroid (pre-edge)
+    st.set_attrs(gs_group, model=gp["model"], position=q)
     st.put_array(gs_group, "grain", np.array([r.grain for r in results], dtype=np.int64), ("grain",))
     for name, key in ((f"{q}_median", "median"), (f"{q}_q_lo", "q_lo"), (f"{q}_q_hi", "q_hi")):
         st.put_array(gs_group, name, np.array([r.edge[key] for r in results], float).reshape(n), ("grain",),
@@ -455,7 +455,7 @@ def write_grain_spectra(gs_group, energy, means, sems, counts, results, groups, 
                      element=scan_attrs.get("element"), edge=scan_attrs.get("edge"), grain=r.grain, **{"class": r.cls},
                      area_px=r.area, **{f"{q}_eV": r.edge, f"{q}_group": int(groups[i])}, K=r.k_selected,
                      P_K=r.p_k, sigma_hat=r.sigma_hat, max_rhat=r.max_rhat, component_areas=r.component_areas,
-                     log_evidence=r.log_z, model=gp.get("model", "xanes"), intensity=r.intensity,
+                     log_evidence=r.log_z, model=gp["model"], intensity=r.intensity,
                      fit_range=[float(r.energy[0]), float(r.energy[-1])], weighted=gp["weighted"],
                      **{st.PROVENANCE_KEY: prov})
 
