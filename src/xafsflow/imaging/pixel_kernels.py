@@ -129,50 +129,6 @@ def _first_above(energy, value):
 
 
 @njit(cache=True, nogil=True)
-def _e0_four(mu, j0, op_ptr, op_first, op_val, op_grid, h, quad, e0_four):
-    """E0 of pixels j0 .. j0 + 3 of ``mu`` (E, m) into e0_four (4,), as ``find_e0`` (NaN where no maximum is
-    found, e.g. a non-finite spectrum; columns beyond m are zeros). Four independent sums per operator row
-    keep the multiply-adds in flight; ``quad`` (E, 4) is scratch."""
-    n_e, m = mu.shape
-    n_rows = op_grid.size
-    tn = min(4, m - j0)
-    for k in range(n_e):
-        for t in range(4):
-            quad[k, t] = np.float64(mu[k, j0 + t]) if t < tn else 0.0
-    best0 = best1 = best2 = best3 = -np.inf
-    row0 = row1 = row2 = row3 = -1
-    pp0 = pp1 = pp2 = pp3 = 0.0  # rows r - 2 and r - 1
-    p0 = p1 = p2 = p3 = 0.0
-    y00 = y01 = y02 = y03 = 0.0  # neighbours of the maximum (below, at, above)
-    y10 = y11 = y12 = y13 = 0.0
-    y20 = y21 = y22 = y23 = 0.0
-    for r in range(n_rows):
-        a0 = a1 = a2 = a3 = 0.0
-        c = op_first[r] - op_ptr[r]
-        for q in range(op_ptr[r], op_ptr[r + 1]):
-            w = op_val[q]
-            a0 += w * quad[c + q, 0]
-            a1 += w * quad[c + q, 1]
-            a2 += w * quad[c + q, 2]
-            a3 += w * quad[c + q, 3]
-        if r >= 2:  # row r - 1 is a candidate (rows 1 .. R - 2); the first maximum wins
-            if p0 > best0:
-                best0, row0, y00, y10, y20 = p0, r - 1, pp0, p0, a0
-            if p1 > best1:
-                best1, row1, y01, y11, y21 = p1, r - 1, pp1, p1, a1
-            if p2 > best2:
-                best2, row2, y02, y12, y22 = p2, r - 1, pp2, p2, a2
-            if p3 > best3:
-                best3, row3, y03, y13, y23 = p3, r - 1, pp3, p3, a3
-        pp0, pp1, pp2, pp3 = p0, p1, p2, p3
-        p0, p1, p2, p3 = a0, a1, a2, a3
-    e0_four[0] = _parabola(op_grid, h, row0, y00, y10, y20)
-    e0_four[1] = _parabola(op_grid, h, row1, y01, y11, y21)
-    e0_four[2] = _parabola(op_grid, h, row2, y02, y12, y22)
-    e0_four[3] = _parabola(op_grid, h, row3, y03, y13, y23)
-
-
-@njit(cache=True, nogil=True)
 def _parabola(op_grid, h, row, y0, y1, y2):
     """find_e0's refinement: vertex of the parabola through the maximum and its neighbours (half a step at most)."""
     if row < 0:
@@ -181,6 +137,50 @@ def _parabola(op_grid, h, row, y0, y1, y2):
     shift = 0.5 * (y0 - y2) / curv if curv < 0 else 0.0
     shift = min(max(shift, -0.5), 0.5)
     return op_grid[row] + shift * h
+
+
+TILE = 256  # pixels processed together: the per-pixel scratch of a tile stays in L1/L2 cache
+
+
+@njit(cache=True, nogil=True)
+def _e0_tile(mu, j0, tn, op_ptr, op_first, op_val, op_grid, h, acc, prev, prev2, best, y0, y2, row, e0):
+    """E0 of pixels j0 .. j0 + tn - 1 of ``mu`` (E, m) into e0[:tn], as ``find_e0`` (NaN where no maximum is
+    found, e.g. a non-finite spectrum). Each operator row is applied to the tile's pixels at once (pixels
+    innermost: contiguous reads of one energy's row, vectorized multiply-adds); per pixel the sum runs over
+    the row's entries in order, as in a pixel-by-pixel loop. acc, prev, prev2, best, y0, y2 (tn,) float64 and
+    row (tn,) int64 are scratch."""
+    n_rows = op_grid.size
+    for t in range(tn):
+        best[t] = -np.inf
+        row[t] = -1
+        prev[t] = 0.0
+        prev2[t] = 0.0
+    for r in range(n_rows):
+        c = op_first[r] - op_ptr[r]
+        q0, q1 = op_ptr[r], op_ptr[r + 1]
+        if q1 == q0:
+            for t in range(tn):
+                acc[t] = 0.0
+        else:  # the first term assigns (0.0 + w x is w x), the others add, in the row's order
+            w = op_val[q0]
+            mrow = mu[c + q0, j0:j0 + tn]  # a view indexed by the loop counter: no wraparound, so it vectorizes
+            for t in range(tn):
+                acc[t] = w * np.float64(mrow[t])
+            for q in range(q0 + 1, q1):
+                w = op_val[q]
+                mrow = mu[c + q, j0:j0 + tn]
+                for t in range(tn):
+                    acc[t] += w * np.float64(mrow[t])
+        if r >= 2:  # row r - 1 is a candidate (rows 1 .. R - 2); the first maximum wins
+            for t in range(tn):
+                if prev[t] > best[t]:
+                    best[t] = prev[t]
+                    row[t] = r - 1
+                    y0[t] = prev2[t]
+                    y2[t] = acc[t]
+        prev2, prev, acc = prev, acc, prev2  # rotate the three rows' buffers
+    for t in range(tn):
+        e0[t] = _parabola(op_grid, h, row[t], y0[t], best[t], y2[t])
 
 
 @njit(cache=True, nogil=True)
@@ -207,8 +207,29 @@ def normalize_pixels(energy, mu, e0_given, find_e0, op_ptr, op_first, op_val, op
     norm_out, flat_out : (E, m) outputs (float32 or float64).
     """
     n_e, m = mu.shape
-    quad = np.empty((n_e, 4))
-    e0_four = np.empty(4)
+    tile = min(TILE, max(m, 1))
+    peak = np.empty(tile)
+    nonfinite = np.empty(tile)
+    e0t = np.empty(tile)
+    acc = np.empty(tile)
+    prev = np.empty(tile)
+    prev2 = np.empty(tile)
+    best = np.empty(tile)
+    y0 = np.empty(tile)
+    y2 = np.empty(tile)
+    row = np.empty(tile, np.int64)
+    # per pixel of the tile: pre-edge line a0 + a1 (E - c0) / s0, post-edge polynomial in (E - c1) / s1, 1 / step
+    a0 = np.empty(tile)
+    a1 = np.empty(tile)
+    c0 = np.empty(tile)
+    is0 = np.empty(tile)
+    c1 = np.empty(tile)
+    is1 = np.empty(tile)
+    b0 = np.empty(tile)
+    b1 = np.empty(tile)
+    b2 = np.empty(tile)
+    b3 = np.empty(tile)
+    ist = np.empty(tile)
     spec = np.empty(n_e)
     c_pre = np.empty(2)
     c_post = np.zeros(4)
@@ -216,71 +237,85 @@ def normalize_pixels(energy, mu, e0_given, find_e0, op_ptr, op_first, op_val, op
     moments = np.empty(7)
     need_post = max(min_points, nnorm + 1)
     e_first, e_last = energy[0], energy[n_e - 1]
-    for j in range(m):
-        peak = 0.0
-        nonfinite = 0.0  # stays 0 unless a value is inf or NaN
-        for k in range(n_e):
-            v = np.float64(mu[k, j])
-            spec[k] = v
-            nonfinite += v * 0.0
-            peak = max(peak, abs(v))
-        ok = nonfinite == 0.0
-        e0 = np.nan
+    for j0 in range(0, m, tile):
+        tn = min(tile, m - j0)
+        for t in range(tn):
+            peak[t] = 0.0
+            nonfinite[t] = 0.0  # stays 0 unless a value is inf or NaN
+        for k in range(n_e):  # pixels innermost: one contiguous row of the block per energy
+            mrow = mu[k, j0:j0 + tn]
+            for t in range(tn):
+                v = np.float64(mrow[t])
+                nonfinite[t] += v * 0.0
+                peak[t] = max(peak[t], abs(v))
         if find_e0:
-            if j % 4 == 0:
-                _e0_four(mu, j, op_ptr, op_first, op_val, op_grid, h, quad, e0_four)
-            e0 = e0_four[j % 4]
-            ok = ok and np.isfinite(e0)
-        elif ok:
-            e0 = e0_given[j]
-            ok = np.isfinite(e0) and e_first <= e0 <= e_last
-        step = np.nan
-        if ok:  # windows (normalize_edge's rule), fits, edge step
-            lo_cfg = e0 + pre1
-            hi = e0 + pre2
-            at_start = lo_cfg <= e_first
-            lo = e_first if at_start else lo_cfg
-            a = _first_at_or_above(energy, lo)
-            b = _first_above(energy, hi)
-            if at_start and b - a < min_points and e0 - pre_min_gap > hi:
-                b = _first_above(energy, e0 - pre_min_gap)
-            ok = b - a >= min_points
-        if ok:
-            c0, s0 = _fit(energy, spec, a, b, 1, c_pre, normal, moments)
-            hi = e_last if np.isnan(norm2) else min(e0 + norm2, e_last)
-            a = _first_at_or_above(energy, e0 + norm1)
-            b = _first_above(energy, hi)
-            ok = b - a >= need_post
-        if ok:
-            c1, s1 = _fit(energy, spec, a, b, nnorm, c_post, normal, moments)
-            pre0 = c_pre[0] + c_pre[1] * ((e0 - c0) / s0)
-            x = (e0 - c1) / s1
-            post0 = 0.0
-            xp = 1.0
-            for p in range(nnorm + 1):
-                post0 += c_post[p] * xp
-                xp *= x
-            step = post0 - pre0
-            ok = np.isfinite(step) and step > step_floor * peak
-        if not ok:
-            e0_out[j] = np.nan
-            step_out[j] = np.nan
-            for k in range(n_e):
-                norm_out[k, j] = np.nan
-                flat_out[k, j] = np.nan
-            continue
-        e0_out[j] = e0
-        step_out[j] = step
-        a0, a1, is0, is1, ist = c_pre[0], c_pre[1], 1.0 / s0, 1.0 / s1, 1.0 / step
-        b0 = c_post[0]
-        b1 = c_post[1] if nnorm >= 1 else 0.0
-        b2 = c_post[2] if nnorm >= 2 else 0.0
-        b3 = c_post[3] if nnorm >= 3 else 0.0
-        for k in range(n_e):
+            _e0_tile(mu, j0, tn, op_ptr, op_first, op_val, op_grid, h, acc, prev, prev2, best, y0, y2, row, e0t)
+        for t in range(tn):  # windows, fits and edge step, one pixel at a time (only window points are read)
+            j = j0 + t
+            ok = nonfinite[t] == 0.0
+            e0 = np.nan
+            if find_e0:
+                e0 = e0t[t]
+                ok = ok and np.isfinite(e0)
+            elif ok:
+                e0 = e0_given[j]
+                ok = np.isfinite(e0) and e_first <= e0 <= e_last
+            step = np.nan
+            if ok:  # windows (normalize_edge's rule)
+                lo_cfg = e0 + pre1
+                hi = e0 + pre2
+                at_start = lo_cfg <= e_first
+                lo = e_first if at_start else lo_cfg
+                a = _first_at_or_above(energy, lo)
+                b = _first_above(energy, hi)
+                if at_start and b - a < min_points and e0 - pre_min_gap > hi:
+                    b = _first_above(energy, e0 - pre_min_gap)
+                ok = b - a >= min_points
+            if ok:
+                for k in range(a, b):
+                    spec[k] = np.float64(mu[k, j])
+                c0[t], s0 = _fit(energy, spec, a, b, 1, c_pre, normal, moments)
+                hi = e_last if np.isnan(norm2) else min(e0 + norm2, e_last)
+                a = _first_at_or_above(energy, e0 + norm1)
+                b = _first_above(energy, hi)
+                ok = b - a >= need_post
+            if ok:
+                for k in range(a, b):
+                    spec[k] = np.float64(mu[k, j])
+                c1[t], s1 = _fit(energy, spec, a, b, nnorm, c_post, normal, moments)
+                pre0 = c_pre[0] + c_pre[1] * ((e0 - c0[t]) / s0)
+                x = (e0 - c1[t]) / s1
+                post0 = 0.0
+                xp = 1.0
+                for p in range(nnorm + 1):
+                    post0 += c_post[p] * xp
+                    xp *= x
+                step = post0 - pre0
+                ok = np.isfinite(step) and step > step_floor * peak[t]
+            if ok:
+                e0_out[j] = e0
+                step_out[j] = step
+                e0t[t] = e0
+                a0[t], a1[t], is0[t], is1[t], ist[t] = c_pre[0], c_pre[1], 1.0 / s0, 1.0 / s1, 1.0 / step
+                b0[t] = c_post[0]
+                b1[t] = c_post[1] if nnorm >= 1 else 0.0
+                b2[t] = c_post[2] if nnorm >= 2 else 0.0
+                b3[t] = c_post[3] if nnorm >= 3 else 0.0
+            else:  # a refused pixel: every output NaN (a NaN 1 / step makes norm and flat NaN below)
+                e0_out[j] = np.nan
+                step_out[j] = np.nan
+                e0t[t] = 0.0
+                a0[t] = a1[t] = c0[t] = is0[t] = c1[t] = is1[t] = b0[t] = b1[t] = b2[t] = b3[t] = 0.0
+                ist[t] = np.nan
+        for k in range(n_e):  # norm and flat, pixels innermost (contiguous rows, no branch but the flat select)
             ek = energy[k]
-            pre = a0 + a1 * ((ek - c0) * is0)
-            x = (ek - c1) * is1
-            post = ((b3 * x + b2) * x + b1) * x + b0  # Horner, zero-padded to degree 3
-            nv = (spec[k] - pre) * ist
-            norm_out[k, j] = nv
-            flat_out[k, j] = nv - ((post - pre) * ist - 1.0) if ek >= e0 else nv
+            mrow = mu[k, j0:j0 + tn]
+            nrow = norm_out[k, j0:j0 + tn]
+            frow = flat_out[k, j0:j0 + tn]
+            for t in range(tn):
+                pre = a0[t] + a1[t] * ((ek - c0[t]) * is0[t])
+                x = (ek - c1[t]) * is1[t]
+                post = ((b3[t] * x + b2[t]) * x + b1[t]) * x + b0[t]  # Horner, zero-padded to degree 3
+                nv = (np.float64(mrow[t]) - pre) * ist[t]
+                nrow[t] = nv
+                frow[t] = nv - ((post - pre) * ist[t] - 1.0) if ek >= e0t[t] else nv
