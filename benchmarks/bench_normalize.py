@@ -7,7 +7,8 @@ edge at E0 uniform in 7108-7116 eV with a white line, edge step 0.5-1.5, sloped 
 Each repeat then runs, each in a fresh spawned process (so peak RSS is that measurement's own):
 
 - ``io``: bare I/O -- read the raw store and write the same four arrays the normalize step writes (two
-  float32 cubes, two float64 planes, same chunks and compression) on Dask's threaded scheduler, 2 threads;
+  float32 cubes, two float64 planes, same chunks and compression) on Dask's threaded scheduler, 2 threads,
+  set as the step sets it (``xafsflow.distributed.step_scheduler``);
 - ``threads``: :func:`xafsflow.steps.normalize` with ``scheduler="threads"`` (the default), 2 threads;
   both start the clock after importing dask.array and the store module (the step's own imports, numba and
   its compiled kernels included, are timed);
@@ -99,9 +100,9 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 def run_io(raw: str, out: str) -> tuple[float, float, float]:
     """Bare read + write of the normalize step's stores (no computation beyond a float32 copy)."""
-    import dask
     import dask.array as da
 
+    from xafsflow.distributed import step_scheduler
     from xafsflow.io import store as st
 
     t0 = time.perf_counter()
@@ -109,7 +110,7 @@ def run_io(raw: str, out: str) -> tuple[float, float, float]:
     ne, ny, nx = mu_z.shape
     chunks = mu_z.chunks
     mu = da.from_zarr(mu_z)
-    with dask.config.set(scheduler="threads", num_workers=2), st.atomic_store(out) as g:
+    with step_scheduler("threads", 2), st.atomic_store(out) as g:  # the step's own scheduler setting
         cube, plane = ("energy", "y", "x"), ("y", "x")
         targets = [st.create_array(g, "norm", (ne, ny, nx), np.float32, cube, chunks),
                    st.create_array(g, "flat", (ne, ny, nx), np.float32, cube, chunks),

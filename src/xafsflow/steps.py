@@ -556,10 +556,11 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
     from xafsflow.distributed import step_scheduler
-    from xafsflow.imaging.pixels import normalize_stack_tolerant
+    from xafsflow.imaging.pixels import normalize_stack_tolerant, start_kernel_warmup
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
+    warmup = start_kernel_warmup(energy, req.keywords, raw.dtype, np.float32)
     ne, ny, nx = raw.shape
     chunks = raw.chunks
     mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64
@@ -589,6 +590,7 @@ def _normalize_stack(req: NormalizeRequest) -> None:
                                          "anywhere): check the normalization windows and the energies", req.source)
             if n_nan:
                 flags.append(f"unnormalized_pixels({n_nan})")
+            warmup.join()
             prov = req.provenance({"normalize": req.keywords, "chunks": list(chunks)})
             st.set_attrs(g, **req.base, e0=float(np.nanmedian(e0map)), edge_step=float(np.nanmedian(stepmap)),
                          flags=flags, **{st.PROVENANCE_KEY: prov})

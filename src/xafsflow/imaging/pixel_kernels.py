@@ -70,9 +70,9 @@ def _solve_inplace(a, b, n):
 
 
 @njit(cache=True, nogil=True)
-def _fit(energy, spec, lo, hi, degree, coef, normal, moments):
-    """Least-squares polynomial of ``degree`` to spec[lo:hi] in x = (E - c) / s; coefficients
-    (increasing powers) into coef[:degree + 1]; returns (c, s)."""
+def _window_moments(energy, lo, hi, degree, moments):
+    """The pixel-independent part of a least-squares polynomial of ``degree`` over energy[lo:hi]: the centre
+    c and scale s of x = (E - c) / s (returned) and the moments sum x^p (p <= 2 degree) into ``moments``."""
     n = hi - lo
     acc = 0.0
     for k in range(lo, hi):
@@ -82,24 +82,42 @@ def _fit(energy, spec, lo, hi, degree, coef, normal, moments):
     n_m = 2 * degree + 1
     for p in range(n_m):
         moments[p] = 0.0
+    for k in range(lo, hi):
+        x = (energy[k] - centre) / scale
+        xp = 1.0
+        for p in range(n_m):
+            moments[p] += xp
+            xp *= x
+    return centre, scale
+
+
+@njit(cache=True, nogil=True)
+def _fit_column(energy, mu, j, lo, hi, degree, centre, scale, moments, coef, normal):
+    """Least-squares polynomial to mu[lo:hi, j] in x = (E - centre) / scale, with the window's moments from
+    :func:`_window_moments`: coefficients (increasing powers of x) into coef[:degree + 1]."""
     for p in range(degree + 1):
         coef[p] = 0.0
     for k in range(lo, hi):
         x = (energy[k] - centre) / scale
-        v = spec[k]
+        v = np.float64(mu[k, j])
         xp = 1.0
         for p in range(degree + 1):
-            moments[p] += xp
             coef[p] += xp * v
-            xp *= x
-        for p in range(degree + 1, n_m):
-            moments[p] += xp
             xp *= x
     for p in range(degree + 1):
         for q in range(degree + 1):
             normal[p, q] = moments[p + q]
     _solve_inplace(normal, coef, degree + 1)
-    return centre, scale
+
+
+@njit(cache=True, nogil=True)
+def _cached_window(energy, lo, hi, degree, ends, centres, scales, moments):
+    """Row ``lo`` of a cache of windows by first index: (centre, scale) of energy[lo:hi], its moments in
+    moments[lo]; computed when the cached window starting at ``lo`` does not also end at ``hi``."""
+    if ends[lo] != hi:
+        centres[lo], scales[lo] = _window_moments(energy, lo, hi, degree, moments[lo])
+        ends[lo] = hi
+    return centres[lo], scales[lo]
 
 
 @njit(cache=True, nogil=True)
@@ -230,11 +248,18 @@ def normalize_pixels(energy, mu, e0_given, find_e0, op_ptr, op_first, op_val, op
     b2 = np.empty(tile)
     b3 = np.empty(tile)
     ist = np.empty(tile)
-    spec = np.empty(n_e)
     c_pre = np.empty(2)
     c_post = np.zeros(4)
     normal = np.empty((4, 4))
-    moments = np.empty(7)
+    # windows' centres, scales and moments by first index (pixels of a block share a few windows)
+    end_pre = np.full(n_e + 1, -1, np.int64)
+    end_post = np.full(n_e + 1, -1, np.int64)
+    ctr_pre = np.empty(n_e + 1)
+    ctr_post = np.empty(n_e + 1)
+    sc_pre = np.empty(n_e + 1)
+    sc_post = np.empty(n_e + 1)
+    mom_pre = np.empty((n_e + 1, 7))
+    mom_post = np.empty((n_e + 1, 7))
     need_post = max(min_points, nnorm + 1)
     e_first, e_last = energy[0], energy[n_e - 1]
     for j0 in range(0, m, tile):
@@ -272,17 +297,15 @@ def normalize_pixels(energy, mu, e0_given, find_e0, op_ptr, op_first, op_val, op
                     b = _first_above(energy, e0 - pre_min_gap)
                 ok = b - a >= min_points
             if ok:
-                for k in range(a, b):
-                    spec[k] = np.float64(mu[k, j])
-                c0[t], s0 = _fit(energy, spec, a, b, 1, c_pre, normal, moments)
+                c0[t], s0 = _cached_window(energy, a, b, 1, end_pre, ctr_pre, sc_pre, mom_pre)
+                _fit_column(energy, mu, j, a, b, 1, c0[t], s0, mom_pre[a], c_pre, normal)
                 hi = e_last if np.isnan(norm2) else min(e0 + norm2, e_last)
                 a = _first_at_or_above(energy, e0 + norm1)
                 b = _first_above(energy, hi)
                 ok = b - a >= need_post
             if ok:
-                for k in range(a, b):
-                    spec[k] = np.float64(mu[k, j])
-                c1[t], s1 = _fit(energy, spec, a, b, nnorm, c_post, normal, moments)
+                c1[t], s1 = _cached_window(energy, a, b, nnorm, end_post, ctr_post, sc_post, mom_post)
+                _fit_column(energy, mu, j, a, b, nnorm, c1[t], s1, mom_post[a], c_post, normal)
                 pre0 = c_pre[0] + c_pre[1] * ((e0 - c0[t]) / s0)
                 x = (e0 - c1[t]) / s1
                 post0 = 0.0

@@ -182,6 +182,29 @@ def normalize_block_into(mu_block: np.ndarray, energy: np.ndarray, params: dict,
                      flat_out)
 
 
+def start_kernel_warmup(energy: np.ndarray, params: dict, in_dtype, cube_dtype):
+    """Load :func:`normalize_block_into`'s compiled kernel in a background thread; returns the thread.
+
+    A fresh process spends about a second on numba's first call (its type registries, the cached machine
+    code, the E0 operator of the energy grid) while both Dask threads would wait for it; started before
+    the stores are opened and the graph is built, that work overlaps them. The call is the step's own
+    (same energies, settings and dtypes) on four zero pixels; whatever it raises, the real call raises again.
+    """
+    import threading
+
+    def warm():
+        n_e = np.size(energy)
+        try:
+            normalize_block_into(np.zeros((n_e, 4), in_dtype), energy, params, np.empty(4), np.empty(4),
+                                 np.empty((n_e, 4), cube_dtype), np.empty((n_e, 4), cube_dtype))
+        except Exception:  # noqa: BLE001 -- a warm-up only
+            pass
+
+    thread = threading.Thread(target=warm, name="normalize-kernel-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
 def _normalize_block_tolerant(mu_block: np.ndarray, energy: np.ndarray, params: dict) -> np.ndarray:
     """:func:`normalize_edge` on an (E, m) block, packed (2 + 2E, m) float64; columns it refuses become NaN.
 
