@@ -16,6 +16,7 @@ from xafsflow.simulate import forward as fw
 from xafsflow.xas.normalize import normalize_edge
 
 TOL = 1e-10  # eV for E0; relative for the edge step; absolute for norm and flat (order 1)
+PARAMS = {"pre1": -70.0, "pre2": -20.0, "norm1": 40.0, "nnorm": 1}  # the benchmark's micro-XANES windows
 
 
 def _grid(kind: str) -> np.ndarray:
@@ -178,3 +179,47 @@ def test_too_few_energies_to_find_e0_refuses_every_pixel():
     ref = _reference(e, mu, params)
     assert np.isnan(ref["edge_step"]).all()
     _assert_equal(_kernel(e, mu, params), ref)
+
+
+def test_normalize_stack_into_writes_what_the_reference_computes(tmp_path):
+    """normalize_stack_into (each task writes its block) on a 3-D stack into a Zarr store and into NumPy
+    arrays: norm, flat and both maps equal normalize_edge column by column, NaN where it refuses."""
+    from xafsflow.io import store as st
+
+    e = _grid("micro")
+    ny, nx = 6, 15
+    mu = _spectra(e, n=ny * nx, seed=12, noise=0.01)
+    mu[:, 20] = np.nan
+    mu[:, 31] = 0.4  # no edge: refused
+    ref = _reference(e, mu, PARAMS)
+    cube = mu.reshape(e.size, ny, nx)
+    arr = da.from_array(cube, chunks=(e.size, 2, nx))
+    with st.atomic_store(tmp_path / "n.zarr") as g:
+        targets = [st.create_array(g, name, cube.shape, np.float64, ("energy", "y", "x"), (e.size, 2, nx))
+                   for name in ("norm", "flat")]
+        e0, step = px.normalize_stack_into(e, arr, *targets, **PARAMS)
+    g = st.open_store(tmp_path / "n.zarr")
+    got = {"e0": e0.ravel(), "edge_step": step.ravel(), "norm": g["norm"][...].reshape(e.size, -1),
+           "flat": g["flat"][...].reshape(e.size, -1)}
+    _assert_equal(got, ref)
+    assert np.isnan(got["edge_step"][[20, 31]]).all()
+    norm, flat = np.empty(cube.shape, np.float32), np.empty(cube.shape, np.float32)
+    e0_32, _ = px.normalize_stack_into(e, arr.astype(np.float32), norm, flat, **PARAMS)
+    np.testing.assert_array_equal(np.isnan(norm.reshape(e.size, -1)), np.isnan(ref["norm"]))
+    np.testing.assert_allclose(norm.reshape(e.size, -1), ref["norm"], atol=1e-5, equal_nan=True)
+
+
+def test_normalize_stack_into_refuses_blocks_that_share_a_chunk(tmp_path):
+    from xafsflow.io import store as st
+
+    e = _grid("micro")
+    cube = _spectra(e, n=24, seed=13).reshape(e.size, 4, 6)
+    with st.atomic_store(tmp_path / "n.zarr") as g:
+        targets = [st.create_array(g, name, cube.shape, np.float32, ("energy", "y", "x"), (e.size, 2, 6))
+                   for name in ("norm", "flat")]
+        with pytest.raises(ValueError, match="rechunk mu to multiples of 2"):
+            px.normalize_stack_into(e, da.from_array(cube, chunks=(e.size, 3, 6)), *targets, **PARAMS)
+        with pytest.raises(ValueError, match="must be equal"):
+            px.normalize_stack_into(e, da.from_array(cube[:, :2], chunks=(e.size, 2, 6)), *targets, **PARAMS)
+        with pytest.raises(TypeError, match="dask array"):
+            px.normalize_stack_into(e, cube, *targets, **PARAMS)

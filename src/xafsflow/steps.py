@@ -552,11 +552,10 @@ def _normalize_image(req: NormalizeRequest) -> None:
 
 
 def _normalize_stack(req: NormalizeRequest) -> None:
-    import dask
     import dask.array as da
 
     from xafsflow.distributed import step_scheduler
-    from xafsflow.imaging.pixels import normalize_stack_tolerant, start_kernel_warmup
+    from xafsflow.imaging.pixels import normalize_stack_into, start_kernel_warmup
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
@@ -566,21 +565,15 @@ def _normalize_stack(req: NormalizeRequest) -> None:
     mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64
     cube, plane = ("energy", "y", "x"), ("y", "x")
     with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
-        # pixels without an edge (no sample) get NaN and a flag instead of failing the stack;
-        # blocks are the raw store's chunks (E, rows, columns), so outputs need no reshaping or rechunking
-        res = normalize_stack_tolerant(energy, mu, cube_dtype=np.float32, **req.keywords)
         with st.atomic_store(req.out) as g:
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
-            targets = [
-                st.create_array(g, "norm", (ne, ny, nx), np.float32, cube, chunks),
-                st.create_array(g, "flat", (ne, ny, nx), np.float32, cube, chunks),
-                st.create_array(g, "e0", (ny, nx), np.float64, plane, chunks[1:], {"units": "eV"}),
-                st.create_array(g, "edge_step", (ny, nx), np.float64, plane, chunks[1:]),
-            ]
-            sources = [res["norm"], res["flat"], res["e0"], res["edge_step"]]
-            stored = da.store(sources, targets, lock=False, compute=False)
-            # the two maps also come back in memory from the same pass (for the flags and medians)
-            _, e0map, stepmap = dask.compute(stored, res["e0"], res["edge_step"])
+            norm = st.create_array(g, "norm", (ne, ny, nx), np.float32, cube, chunks)
+            flat = st.create_array(g, "flat", (ne, ny, nx), np.float32, cube, chunks)
+            # pixels without an edge (no sample) get NaN and a flag instead of failing the stack; blocks are
+            # the raw store's chunks (E, rows, columns) and each task writes its own chunks of both cubes
+            e0map, stepmap = normalize_stack_into(energy, mu, norm, flat, **req.keywords)
+            st.put_array(g, "e0", e0map, plane, chunks=chunks[1:], attrs={"units": "eV"})
+            st.put_array(g, "edge_step", stepmap, plane, chunks=chunks[1:])
             flags = []
             if np.any(stepmap <= 0):
                 flags.append(f"nonpositive_edge_step({int(np.sum(stepmap <= 0))} pixels)")

@@ -370,6 +370,78 @@ def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dic
     return {"e0": e0, "edge_step": step, "norm": packed[head:head + n_e], "flat": packed[head + n_e:]}
 
 
+def normalize_stack_into(energy, mu, norm_out, flat_out, **params) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normalize_stack_tolerant` writing ``norm`` and ``flat`` block by block into arrays it is given.
+
+    Each Dask block is read, normalized (one pass of :func:`normalize_block_into`) and written into
+    ``norm_out`` and ``flat_out`` by the task that computed it: one task per block, nothing of the cubes
+    travels through the scheduler, and only the two per-pixel maps are gathered.
+
+    Parameters
+    ----------
+    energy : array_like, shape (E,)
+        eV, strictly increasing.
+    mu : dask.array.Array, shape (E, ...)
+        The whole energy axis in one chunk (rechunked otherwise); float32 or float64 blocks read as they are.
+    norm_out, flat_out : array-like, shape ``mu.shape``
+        Anything that takes ``out[index] = block`` (a Zarr array, a NumPy array), float32 or float64. For a
+        chunked target (a Zarr array) the blocks of ``mu`` must cover whole chunks of it, so that no two
+        tasks write one chunk.
+    **params
+        ``normalize_stack``'s keywords (validated eagerly).
+
+    Returns
+    -------
+    e0, edge_step : numpy.ndarray, shape ``mu.shape[1:]``, float64
+        eV and units of mu; NaN (as in ``norm`` and ``flat``) for pixels that cannot be normalized.
+    """
+    import dask.array as da
+
+    from xafsflow.xas.normalize import normalize_stack
+
+    e = np.asarray(energy, dtype=float)
+    if not isinstance(mu, da.Array):
+        raise TypeError("mu must be a dask array (da.from_zarr, da.from_array); use normalize_stack_tolerant "
+                        "for in-memory stacks")
+    if mu.ndim < 2:
+        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {mu.shape}")
+    normalize_stack(energy, da.zeros((mu.shape[0], 1)), **params)  # eager validation of energies and settings
+    for name, out in (("norm_out", norm_out), ("flat_out", flat_out)):
+        if tuple(out.shape) != tuple(mu.shape):
+            raise ValueError(f"{name} has shape {tuple(out.shape)}, mu {tuple(mu.shape)}: they must be equal")
+    if len(mu.chunks[0]) != 1:
+        mu = mu.rechunk({0: -1})
+    if mu.dtype not in (np.float32, np.float64):
+        mu = mu.astype(float)
+    for name, out in (("norm_out", norm_out), ("flat_out", flat_out)):
+        target_chunks = getattr(out, "chunks", None)
+        if target_chunks is None:
+            continue
+        for axis, (blocks, size) in enumerate(zip(mu.chunks[1:], target_chunks[1:]), start=1):
+            edges = np.cumsum(blocks)[:-1]
+            if np.any(edges % size):
+                raise ValueError(f"the blocks of mu along axis {axis} ({blocks[:3]}...) do not cover whole "
+                                 f"chunks of {name} ({size}): rechunk mu to multiples of {size}")
+    params = dict(params)
+
+    def block(mu_block, block_info=None):
+        where = tuple(slice(lo, hi) for lo, hi in block_info[0]["array-location"])
+        n_e, rest = mu_block.shape[0], mu_block.shape[1:]
+        mu2 = mu_block.reshape(n_e, -1)
+        maps = np.empty((2, mu2.shape[1]))
+        norm = np.empty(mu2.shape, norm_out.dtype)
+        flat = np.empty(mu2.shape, flat_out.dtype)
+        normalize_block_into(mu2, e, params, maps[0], maps[1], norm, flat)
+        norm_out[where] = norm.reshape(mu_block.shape)
+        flat_out[where] = flat.reshape(mu_block.shape)
+        return maps.reshape(2, *rest)
+
+    maps = da.map_blocks(block, mu, chunks=((2,), *mu.chunks[1:]), dtype=np.float64,
+                         meta=np.empty((0,) * mu.ndim))
+    e0, step = maps.compute()
+    return e0, step
+
+
 def edge_step_mask(edge_step: np.ndarray, fraction: float) -> tuple[np.ndarray, float]:
     """Pixels to exclude: edge step below ``fraction`` of the median step, or not finite.
 
