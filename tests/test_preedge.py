@@ -164,3 +164,18 @@ def test_component_at_range_end_is_flagged(centres, flagged):
     if flagged:
         assert abs(got - [c for c in centres if c < 7101 or c > 7116.75][0]) < 0.2
     assert _component_at_range_end({"samples": samples}, spec, x, 2, 0.0) is None  # margin 0: off
+
+
+def test_tabulated_range_refuses_a_non_k_edge(tmp_path):
+    """The pre-edge range relative to the tabulated edge is a K-edge notion: an L3 scan is refused, clearly."""
+    from xafsflow.errors import AnalysisInputError
+    from xafsflow.io import store as st
+    from xafsflow.products.posterior import preedge_window
+
+    with st.atomic_store(tmp_path / "s.zarr") as g:
+        st.set_attrs(g, scan_id="s", kind="xanes", element="Fe", edge="L3")
+    pe = analysis_defaults("xanes")["posterior"]["preedge"]
+    with pytest.raises(AnalysisInputError, match="edge is L3.*preedge.reference: absolute"):
+        preedge_window(tmp_path / "s.zarr", pe)
+    assert preedge_window(tmp_path / "s.zarr", {**pe, "reference": "absolute",
+                                                 "fit_range": [700.0, 706.0]})[:2] == (700.0, 706.0)

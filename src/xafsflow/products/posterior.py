@@ -198,6 +198,12 @@ def preedge_window(scan_store, pe: dict) -> tuple[float, float, str]:
         return float(lo), float(hi), "absolute"
     attrs = dict(st.open_store(scan_store).attrs)
     src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
+    edge = str(attrs.get("edge") or "")
+    if edge and edge.upper() != "K":
+        raise AnalysisInputError(
+            f"the preedge model's fit range is relative to the tabulated K edge (the 1s -> 3d pre-edge of K-edge "
+            f"XANES), but this scan's edge is {edge}: use it on K-edge scans, or set preedge.reference: absolute "
+            "with fit_range in eV if a component decomposition of this range is really meant", src)
     tab = tabulated_edge(attrs.get("element"), attrs.get("edge"))
     if tab is None:
         raise AnalysisInputError(
