@@ -187,26 +187,30 @@ def test_normalize_stack_into_writes_what_the_reference_computes(tmp_path):
     from xafsflow.io import store as st
 
     e = _grid("micro")
-    ny, nx = 6, 15
+    ny, nx = 8, 70  # blocks of 4 rows: 280 pixels, more than one tile of the kernel (256)
     mu = _spectra(e, n=ny * nx, seed=12, noise=0.01)
     mu[:, 20] = np.nan
     mu[:, 31] = 0.4  # no edge: refused
+    mu[:, 300] = np.nan  # in the second block's second tile
     ref = _reference(e, mu, PARAMS)
     cube = mu.reshape(e.size, ny, nx)
-    arr = da.from_array(cube, chunks=(e.size, 2, nx))
+    arr = da.from_array(cube, chunks=(e.size, 4, nx))
     with st.atomic_store(tmp_path / "n.zarr") as g:
-        targets = [st.create_array(g, name, cube.shape, np.float64, ("energy", "y", "x"), (e.size, 2, nx))
+        targets = [st.create_array(g, name, cube.shape, np.float64, ("energy", "y", "x"), (e.size, 4, nx))
                    for name in ("norm", "flat")]
         e0, step = px.normalize_stack_into(e, arr, *targets, **PARAMS)
     g = st.open_store(tmp_path / "n.zarr")
     got = {"e0": e0.ravel(), "edge_step": step.ravel(), "norm": g["norm"][...].reshape(e.size, -1),
            "flat": g["flat"][...].reshape(e.size, -1)}
     _assert_equal(got, ref)
-    assert np.isnan(got["edge_step"][[20, 31]]).all()
+    assert np.isnan(got["edge_step"][[20, 31, 300]]).all()
+    # float32 cubes from float64 input: the float64 results rounded once; the maps unchanged
     norm, flat = np.empty(cube.shape, np.float32), np.empty(cube.shape, np.float32)
-    e0_32, _ = px.normalize_stack_into(e, arr.astype(np.float32), norm, flat, **PARAMS)
-    np.testing.assert_array_equal(np.isnan(norm.reshape(e.size, -1)), np.isnan(ref["norm"]))
-    np.testing.assert_allclose(norm.reshape(e.size, -1), ref["norm"], atol=1e-5, equal_nan=True)
+    e0_32, step_32 = px.normalize_stack_into(e, arr, norm, flat, **PARAMS)
+    np.testing.assert_array_equal(e0_32, e0)
+    np.testing.assert_array_equal(step_32, step)
+    np.testing.assert_array_equal(norm, g["norm"][...].astype(np.float32))
+    np.testing.assert_array_equal(flat, g["flat"][...].astype(np.float32))
 
 
 def test_normalize_stack_into_refuses_blocks_that_share_a_chunk(tmp_path):
@@ -223,3 +227,32 @@ def test_normalize_stack_into_refuses_blocks_that_share_a_chunk(tmp_path):
             px.normalize_stack_into(e, da.from_array(cube[:, :2], chunks=(e.size, 2, 6)), *targets, **PARAMS)
         with pytest.raises(TypeError, match="dask array"):
             px.normalize_stack_into(e, cube, *targets, **PARAMS)
+
+
+def test_failed_stack_normalization_leaves_no_store(tmp_path, monkeypatch):
+    """One block fails while others are still running: the step raises, and neither the store nor its
+    temporary reappears afterwards (the running tasks finish before the temporary store is removed)."""
+    import time
+
+    from xafsflow.io import store as st
+    from xafsflow.steps import normalize
+
+    e = _grid("micro")
+    cube = _spectra(e, n=8 * 20, seed=14, noise=0.01).reshape(e.size, 8, 20).astype(np.float32)
+    with st.atomic_store(tmp_path / "raw.zarr") as g:
+        st.put_array(g, "energy", e, ("energy",), attrs={"units": "eV"})
+        st.put_array(g, "mu", cube, ("energy", "y", "x"), chunks=(e.size, 2, 20))
+        st.set_attrs(g, scan_id="s", kind="stack", format="tiff_stack", element="Fe", edge="K")
+    real = px.normalize_block_into
+
+    def slow_or_failing(mu_block, *args):
+        if mu_block.shape[1] == 40 and np.array_equal(mu_block[:, 0], cube[:, 0, 0]):
+            raise RuntimeError("block 0 fails")
+        time.sleep(0.5)  # the other blocks are still being written when block 0 fails
+        return real(mu_block, *args)
+
+    monkeypatch.setattr(px, "normalize_block_into", slow_or_failing)
+    with pytest.raises(RuntimeError, match="block 0 fails"):
+        normalize(tmp_path / "raw.zarr", tmp_path / "n.zarr", {"normalize": PARAMS}, threads=2)
+    time.sleep(1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.zarr"]

@@ -117,8 +117,17 @@ def step_scheduler(scheduler: str = "threads", threads: int = 1, mem_mb: int = 2
             yield c
         return
     import dask.threaded
+    from concurrent.futures import ThreadPoolExecutor
 
     # the threaded scheduler's function itself, not the name "threads": given a name, dask imports
-    # distributed to look for a default client (about 0.6 s per process)
-    with dask.config.set(scheduler=dask.threaded.get, num_workers=max(1, int(threads))):
-        yield None
+    # distributed to look for a default client (about 0.6 s per process). The step's own pool is shut
+    # down, waiting for running tasks, before the context exits: when one task fails, the others still
+    # running (which may write into the step's temporary store) finish before the store is cleaned up.
+    n = max(1, int(threads))
+    # dask's own executor class (it carries context variables into the tasks), as its default pools
+    pool = getattr(dask.threaded, "ContextAwareThreadPoolExecutor", ThreadPoolExecutor)(n)
+    try:
+        with dask.config.set(scheduler=dask.threaded.get, num_workers=n, pool=pool):
+            yield None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ the scan sheet schema's kinds.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -559,13 +560,18 @@ def _normalize_stack(req: NormalizeRequest) -> None:
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
-    warmup = start_kernel_warmup(energy, req.keywords, raw.dtype, np.float32)
+    # the kernel is loaded here while the graph is built, unless it runs in other processes (a cluster)
+    local = req.scheduler == "threads" and not (os.environ.get("XAFSFLOW_SCHEDULER_FILE")
+                                                 or os.environ.get("DASK_SCHEDULER_ADDRESS"))
+    warmup = start_kernel_warmup(energy, req.keywords, raw.dtype, np.float32) if local else None
     ne, ny, nx = raw.shape
     chunks = raw.chunks
     mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64
     cube, plane = ("energy", "y", "x"), ("y", "x")
-    with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
-        with st.atomic_store(req.out) as g:
+    # the store outside the scheduler: a failed run's workers (threads or processes) have all stopped before
+    # the temporary store is removed, so none writes into it afterwards
+    with st.atomic_store(req.out) as g:
+        with step_scheduler(req.scheduler, req.threads, req.mem_mb, dashboard=req.dashboard):
             st.put_array(g, "energy", energy, ("energy",), attrs={"units": "eV"})
             norm = st.create_array(g, "norm", (ne, ny, nx), np.float32, cube, chunks)
             flat = st.create_array(g, "flat", (ne, ny, nx), np.float32, cube, chunks)
@@ -583,7 +589,8 @@ def _normalize_stack(req: NormalizeRequest) -> None:
                                          "anywhere): check the normalization windows and the energies", req.source)
             if n_nan:
                 flags.append(f"unnormalized_pixels({n_nan})")
-            warmup.join()
+            if warmup is not None:
+                warmup.join()
             prov = req.provenance({"normalize": req.keywords, "chunks": list(chunks)})
             st.set_attrs(g, **req.base, e0=float(np.nanmedian(e0map)), edge_step=float(np.nanmedian(stepmap)),
                          flags=flags, **{st.PROVENANCE_KEY: prov})

@@ -9,9 +9,10 @@ refusals, but reads each pixel's spectrum once and writes its outputs once:
   is a fixed linear map of the measured spectrum (the operator of
   :func:`xafsflow.imaging.pixels._e0_operator`, stored here row by row as
   the span of its nonzero entries: about 1 400 of its 30 000 entries for the
-  benchmark's 100-point micro-XANES grid), applied to four pixels at once
-  (four independent sums per row), then the first maximum over the searched
-  rows and the parabolic refinement, as ``find_e0``;
+  benchmark's 100-point micro-XANES grid), applied to a tile of pixels at
+  once (per pixel the sum runs over the row's entries in order), then the
+  first maximum over the searched rows and the parabolic refinement, as
+  ``find_e0``;
 * the windows (``normalize_edge``'s rule: inclusive, clamped to the data,
   pre2 extended when a window at the start of the scan holds too few points),
   which are contiguous index ranges of the sorted energies;
@@ -28,10 +29,13 @@ energies, a window with too few points, no positive edge step) gets NaN in
 every output instead. Results equal the NumPy reference up to rounding
 (summation order); ``tests/test_pixel_kernels.py`` compares them to 1e-10.
 
-Pixels are processed one at a time, each spectrum copied to a contiguous
-float64 buffer; consecutive pixels share cache lines of the (E, m) arrays.
-The kernel releases the GIL (Dask threads run chunks at once) and is
-single-threaded itself.
+Pixels are processed in tiles of ``TILE`` (256): the E0 operator, the
+finiteness scan and the norm/flat rows loop over the tile's pixels innermost,
+on contiguous row views of the (E, m) arrays (vectorized by LLVM); the window
+fits run pixel by pixel, reading only the windows' points, with each window's
+centre, scale and moments computed once per block (cached by first index).
+The result is bit for bit that of a pixel-by-pixel loop. The kernel releases
+the GIL (Dask threads run chunks at once) and is single-threaded itself.
 """
 
 from __future__ import annotations

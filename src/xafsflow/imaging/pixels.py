@@ -37,8 +37,9 @@ def _e0_operator(energy: np.ndarray, smooth_ev: float):
     from xafsflow.xas import normalize as nz
 
     key = (energy.tobytes(), float(smooth_ev))
-    if key in _e0_operators:
-        return _e0_operators[key]
+    cached = _e0_operators.get(key)  # one lookup: another thread may clear the cache between two
+    if cached is not None:
+        return cached
     grid, h = nz._uniform_grid(energy)
     if grid.size * energy.size > _E0_OPERATOR_MAX or energy.size < 2 * nz._N_END_SKIP + 3:
         return None
@@ -92,8 +93,9 @@ def _e0_operator_rows(energy: np.ndarray, smooth_ev: float):
     from index ``first[r]`` on -- or None when the operator is not built (very fine grids).
     """
     key = ("rows", energy.tobytes(), float(smooth_ev))
-    if key in _e0_operators:
-        return _e0_operators[key]
+    cached = _e0_operators.get(key)
+    if cached is not None:
+        return cached
     op = _e0_operator(energy, smooth_ev)
     if op is None:
         return None
@@ -384,9 +386,10 @@ def normalize_stack_into(energy, mu, norm_out, flat_out, **params) -> tuple[np.n
     mu : dask.array.Array, shape (E, ...)
         The whole energy axis in one chunk (rechunked otherwise); float32 or float64 blocks read as they are.
     norm_out, flat_out : array-like, shape ``mu.shape``
-        Anything that takes ``out[index] = block`` (a Zarr array, a NumPy array), float32 or float64. For a
-        chunked target (a Zarr array) the blocks of ``mu`` must cover whole chunks of it, so that no two
-        tasks write one chunk.
+        Anything that takes ``out[index] = block`` (a Zarr array; a NumPy array with a local scheduler only:
+        a distributed worker would write into its own copy), float32 or float64. For a chunked target (a
+        Zarr array) the blocks of ``mu`` must cover whole chunks of it (whole shards of a sharded array), so
+        that no two tasks write one chunk.
     **params
         ``normalize_stack``'s keywords (validated eagerly).
 
@@ -414,7 +417,7 @@ def normalize_stack_into(energy, mu, norm_out, flat_out, **params) -> tuple[np.n
     if mu.dtype not in (np.float32, np.float64):
         mu = mu.astype(float)
     for name, out in (("norm_out", norm_out), ("flat_out", flat_out)):
-        target_chunks = getattr(out, "chunks", None)
+        target_chunks = getattr(out, "shards", None) or getattr(out, "chunks", None)  # the unit of writing
         if target_chunks is None:
             continue
         for axis, (blocks, size) in enumerate(zip(mu.chunks[1:], target_chunks[1:]), start=1):
