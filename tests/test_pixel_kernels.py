@@ -225,8 +225,12 @@ def test_normalize_stack_into_refuses_blocks_that_share_a_chunk(tmp_path):
             px.normalize_stack_into(e, da.from_array(cube, chunks=(e.size, 3, 6)), *targets, **PARAMS)
         with pytest.raises(ValueError, match="must be equal"):
             px.normalize_stack_into(e, da.from_array(cube[:, :2], chunks=(e.size, 2, 6)), *targets, **PARAMS)
-        with pytest.raises(TypeError, match="dask array"):
-            px.normalize_stack_into(e, cube, *targets, **PARAMS)
+    # an in-memory stack (one block) into NumPy targets (no chunks): the maps of any chunking
+    norm, flat = np.empty(cube.shape), np.empty(cube.shape)
+    e0_mem, _ = px.normalize_stack_into(e, cube, norm, flat, **PARAMS)
+    e0_dask, _ = px.normalize_stack_into(e, da.from_array(cube, chunks=(e.size, 1, 6)), np.empty(cube.shape),
+                                         np.empty(cube.shape), **PARAMS)
+    np.testing.assert_array_equal(e0_mem, e0_dask)
 
 
 def test_failed_stack_normalization_leaves_no_store(tmp_path, monkeypatch):

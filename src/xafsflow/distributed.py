@@ -92,6 +92,13 @@ def client(threads: int = 1, mem_mb: int = 2000, dashboard: bool = False):
 STEP_SCHEDULERS = ("threads", "cluster")
 
 
+def runs_in_process(scheduler: str = "threads") -> bool:
+    """Whether :func:`step_scheduler` runs a step's tasks in this process (``threads`` and no scheduler
+    given in the environment by ``XAFSFLOW_SCHEDULER_FILE`` or ``DASK_SCHEDULER_ADDRESS``)."""
+    external = os.environ.get("XAFSFLOW_SCHEDULER_FILE") or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    return scheduler == "threads" and not external
+
+
 @contextmanager
 def step_scheduler(scheduler: str = "threads", threads: int = 1, mem_mb: int = 2000, dashboard: bool = False):
     """Where a step's Dask graph runs: ``threads`` (in this process) or ``cluster`` (:func:`client`).
@@ -111,8 +118,7 @@ def step_scheduler(scheduler: str = "threads", threads: int = 1, mem_mb: int = 2
 
     if scheduler not in STEP_SCHEDULERS:
         raise ValueError(f"unknown step scheduler {scheduler!r} (use {' or '.join(STEP_SCHEDULERS)})")
-    external = os.environ.get("XAFSFLOW_SCHEDULER_FILE") or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if scheduler == "cluster" or external:
+    if not runs_in_process(scheduler):
         with client(threads, mem_mb, dashboard=dashboard) as c:
             yield c
         return

@@ -9,7 +9,6 @@ the scan sheet schema's kinds.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -555,15 +554,14 @@ def _normalize_image(req: NormalizeRequest) -> None:
 def _normalize_stack(req: NormalizeRequest) -> None:
     import dask.array as da
 
-    from xafsflow.distributed import step_scheduler
+    from xafsflow.distributed import runs_in_process, step_scheduler
     from xafsflow.imaging.pixels import normalize_stack_into, start_kernel_warmup
 
     energy = req.group["energy"][...]
     raw = req.group["mu"]
     # the kernel is loaded here while the graph is built, unless it runs in other processes (a cluster)
-    local = req.scheduler == "threads" and not (os.environ.get("XAFSFLOW_SCHEDULER_FILE")
-                                                 or os.environ.get("DASK_SCHEDULER_ADDRESS"))
-    warmup = start_kernel_warmup(energy, req.keywords, raw.dtype, np.float32) if local else None
+    warmup = (start_kernel_warmup(energy, req.keywords, raw.dtype, np.float32) if runs_in_process(req.scheduler)
+              else None)
     ne, ny, nx = raw.shape
     chunks = raw.chunks
     mu = da.from_zarr(raw)  # float32 read as it is: the kernel computes in float64

@@ -316,6 +316,24 @@ def _normalize_block_packed(mu_block: np.ndarray, energy: np.ndarray, params: di
     return packed.reshape(packed.shape[0], *rest)
 
 
+def _stack_in_blocks(energy, mu, params: dict):
+    """``mu`` as a Dask array (E, ...) whose blocks hold the whole energy axis, float32 or float64 as read,
+    after eager validation of the energies, shape and settings (``normalize_stack`` on a one-pixel stand-in)."""
+    import dask.array as da
+
+    from xafsflow.xas.normalize import normalize_stack
+
+    arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
+    normalize_stack(energy, da.zeros((arr.shape[0] if arr.ndim else 0, 1)), **params)
+    if arr.ndim < 2:
+        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {arr.shape}")
+    if len(arr.chunks[0]) != 1:
+        arr = arr.rechunk({0: -1})
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(float)
+    return arr
+
+
 def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dict:
     """As :func:`xafsflow.xas.normalize.normalize_stack`, but pixels it cannot normalize get NaN.
 
@@ -345,18 +363,8 @@ def normalize_stack_tolerant(energy, mu, cube_dtype=np.float64, **params) -> dic
     """
     import dask.array as da
 
-    from xafsflow.xas.normalize import normalize_stack
-
     e = np.asarray(energy, dtype=float)
-    arr = mu if isinstance(mu, da.Array) else da.asarray(np.asarray(mu, dtype=float))
-    # eager validation of the energies, shape and settings (on a one-pixel stand-in of the stack)
-    normalize_stack(energy, da.zeros((arr.shape[0] if arr.ndim else 0, 1)), **params)
-    if arr.ndim < 2:
-        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {arr.shape}")
-    if len(arr.chunks[0]) != 1:
-        arr = arr.rechunk({0: -1})
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(float)
+    arr = _stack_in_blocks(energy, mu, params)
     n_e, dt = e.size, np.dtype(cube_dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"cube_dtype must be float32 or float64, not {cube_dtype!r}")
@@ -383,8 +391,9 @@ def normalize_stack_into(energy, mu, norm_out, flat_out, **params) -> tuple[np.n
     ----------
     energy : array_like, shape (E,)
         eV, strictly increasing.
-    mu : dask.array.Array, shape (E, ...)
-        The whole energy axis in one chunk (rechunked otherwise); float32 or float64 blocks read as they are.
+    mu : dask.array.Array or array_like, shape (E, ...)
+        The whole energy axis in one chunk (rechunked otherwise); float32 or float64 blocks read as they are
+        (an in-memory array is one block).
     norm_out, flat_out : array-like, shape ``mu.shape``
         Anything that takes ``out[index] = block`` (a Zarr array; a NumPy array with a local scheduler only:
         a distributed worker would write into its own copy), float32 or float64. For a chunked target (a
@@ -400,22 +409,11 @@ def normalize_stack_into(energy, mu, norm_out, flat_out, **params) -> tuple[np.n
     """
     import dask.array as da
 
-    from xafsflow.xas.normalize import normalize_stack
-
     e = np.asarray(energy, dtype=float)
-    if not isinstance(mu, da.Array):
-        raise TypeError("mu must be a dask array (da.from_zarr, da.from_array); use normalize_stack_tolerant "
-                        "for in-memory stacks")
-    if mu.ndim < 2:
-        raise AnalysisInputError(f"mu must have shape (E, npix) or (E, ny, nx), got {mu.shape}")
-    normalize_stack(energy, da.zeros((mu.shape[0], 1)), **params)  # eager validation of energies and settings
+    mu = _stack_in_blocks(energy, mu, params)
     for name, out in (("norm_out", norm_out), ("flat_out", flat_out)):
         if tuple(out.shape) != tuple(mu.shape):
             raise ValueError(f"{name} has shape {tuple(out.shape)}, mu {tuple(mu.shape)}: they must be equal")
-    if len(mu.chunks[0]) != 1:
-        mu = mu.rechunk({0: -1})
-    if mu.dtype not in (np.float32, np.float64):
-        mu = mu.astype(float)
     for name, out in (("norm_out", norm_out), ("flat_out", flat_out)):
         target_chunks = getattr(out, "shards", None) or getattr(out, "chunks", None)  # the unit of writing
         if target_chunks is None:
