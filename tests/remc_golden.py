@@ -44,7 +44,9 @@ def analyse_case():
     x, y, _ = chain_case("xanes")
     spec = PosteriorSpec(model="xanes", k_min=1, k_max=2, replicas=8, runs=2, e0=0.0,
                          settings=ChainSettings(sweeps=100, burn_in=100, checkpoint_every=100),
-                         tuning=LadderTuning(warmup=100, sweeps=100, rounds=1),
+                         # the ladder's top stays put as when the file was written (top_factor came later):
+                         # the file pins the unweighted kernel path, not the pilot
+                         tuning=LadderTuning(warmup=100, sweeps=100, rounds=1, top_factor=None),
                          convergence=Convergence(enabled=False), k_limit=2)
     return x, y, spec
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from xafsflow.bayes import nagata
-from xafsflow.bayes.ladder import (expected_acceptance, pair_distances, refine_ladder,
-                                   remap_state, tune_ladder)
+from xafsflow.bayes.ladder import (evidence_peak, expected_acceptance, move_top, pair_distances,
+                                   refine_ladder, remap_state, tune_ladder)
 from xafsflow.bayes.models import peaks_model
 from xafsflow.bayes.posterior import (Convergence, LadderTuning, PosteriorSpec, analyse, auto_ladder,
                                       convergence_report, mode_start, noise_scale)
@@ -78,6 +78,72 @@ def test_pilot_grows_the_ladder_where_measured_xanes_exchanges_rarely(shared):
     assert b[0] == 0.0 and b[-1] == base[-1] and np.all(np.diff(b) > 0)
     assert 32 < b.size <= 64
     assert len(tuned["rounds"]) >= 2 and tuned["exchange_rate"].size == tuned["rounds"][-1][0] - 1
+
+
+def test_evidence_peak_is_where_an_analytic_log_z_peaks():
+    """F(b) = N b E0 + (P/2) ln(1 + b/c) (a linear-Gaussian model with misfit E0): <E>_b = F'(b)/N and
+    log Z(b) = (N/2) ln(b/2 pi) - F(b); the peak from the mean energies equals the maximiser of log Z."""
+    from scipy.optimize import brentq, minimize_scalar
+
+    n, p, e0, c = 120, 9, 2.0e-3, 3.0
+
+    def log_z(logb):
+        b = np.exp(logb)
+        return 0.5 * n * np.log(b / (2 * np.pi)) - (n * b * e0 + 0.5 * p * np.log1p(b / c))
+
+    exact = np.exp(minimize_scalar(lambda t: -log_z(t), bounds=(0, 15), method="bounded",
+                                   options={"xatol": 1e-10}).x)
+    assert exact == pytest.approx(brentq(lambda b: 1 / (2 * b) - e0 - p / (2 * n * (b + c)), 1, 1e5), rel=1e-6)
+    b = np.concatenate([[0.0], np.geomspace(1e-2, 1e7, 60)])
+    mean_e = np.concatenate([[1.0], e0 + p / (2 * n * (b[1:] + c))])
+    assert evidence_peak(b, mean_e) == pytest.approx(exact, rel=0.01)
+    assert evidence_peak(b[b < exact / 2], mean_e[b < exact / 2]) is None  # the peak lies above this ladder
+
+
+def test_evidence_peak_agrees_with_the_noise_estimate_of_a_chain():
+    """Two estimators of the same b-hat on one chain: the crossing 2 b <E>_b = 1 and the maximum of the
+    reweighted log Z(b) (Tokuda et al.), within 10 %."""
+    from xafsflow.bayes.free_energy import estimate_noise
+
+    x, y = nagata.data(3)
+    b = np.concatenate([[0.0], np.geomspace(1e-1, 1e4, 23)])
+    r = run_chain(x, y, peaks_model(3), b, ChainSettings(sweeps=2000, burn_in=2000), np.random.SeedSequence(3))
+    peak = evidence_peak(b, r.energies.mean(axis=0))
+    assert peak == pytest.approx(estimate_noise(r.energies, b, x.size)["b_hat"], rel=0.10)
+
+
+def test_move_top_truncates_or_extends_and_keeps_measured_rates():
+    b = np.concatenate([[0.0], np.geomspace(1.0, 1e4, 9)])
+    rates = np.linspace(0.1, 0.9, 9)
+    cut, r = move_top(b, rates, 50.0)
+    assert cut[-1] == 50.0 and np.all(cut[:-1] == b[b < 50.0]) and np.all(np.diff(cut) > 0)
+    assert r.size == cut.size - 1 and r[-1] == rates[cut.size - 2]  # the pair that contained 50 eV^-2
+    up, r2 = move_top(b, rates, 1e5)
+    assert up[-1] == pytest.approx(1e5) and np.all(up[: b.size] == b) and np.all(np.diff(up) > 0)
+    assert np.all(r2[: rates.size] == rates) and np.all(r2[rates.size:] == 1.0) and r2.size == up.size - 1
+
+
+def test_pilot_moves_the_top_near_the_evidence_peak_on_measured_xanes(shared):
+    """Real Fe2O3 XANES, K = 3: the misfit puts the evidence peak far below 10 / (rough noise)^2; the
+    pilot moves the top to 4 b-hat, and a chain on that ladder finds its b-hat below half the top
+    (no posterior weight lost above it) with every neighbour exchanging at least as often as on the
+    geometric ladder's worst pair."""
+    from xafsflow.bayes.free_energy import estimate_noise
+
+    x, y, e0 = _real_fe2o3(shared)
+    spec = PosteriorSpec(e0=e0)
+    model = spec.build(3, x)
+    base = auto_ladder(x, y, spec.build(4, x), 32, 10 / noise_scale(y) ** 2, np.random.default_rng(1))
+    settings = ChainSettings(sweeps=4000, burn_in=4000)
+    tuned = tune_ladder(x, y, model, base, settings, np.random.SeedSequence(5), max_replicas=64, top_factor=4.0)
+    b = tuned["bvals"]
+    assert b[0] == 0.0 and np.all(np.diff(b) > 0) and b.size <= 64
+    assert tuned["b_hat"] is not None and b[-1] < base[-1] / 10
+    assert b[-1] == pytest.approx(4.0 * tuned["b_hat"], rel=0.5)  # set in the last move, measured again since
+    chain = run_chain(x, y, model, b, settings, np.random.SeedSequence(7))
+    noise = estimate_noise(chain.energies, b, x.size, b_range=(base[1], base[-1]))
+    assert noise["b_hat"] < b[-1] / 2 and not noise["at_ladder_edge"]
+    assert chain.exchange_rate.min() >= 0.1
 
 
 def test_an_extended_chain_is_the_longer_chain(tmp_path):

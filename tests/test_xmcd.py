@@ -197,9 +197,10 @@ def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
 
 # ------------------------------------------------------------------------ real data: Fe L2,3 TEY pair
 # Short chains (test budget); the flags say which health criteria these do not meet.
-REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_pos": [1, 2], "k_neg": [1, 2], "replicas": 12,
+REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_limit": 3, "k_pos": [1, 2], "k_neg": [1, 2], "replicas": 12,
               "sweeps": 400, "burn_in": 400, "thin": 5,
-              "tuning": {"warmup": 200, "sweeps": 200, "rounds": 2, "max_replicas": 16}}
+              "tuning": {"warmup": 200, "sweeps": 200, "rounds": 2, "max_replicas": 16},
+              "convergence": {"enabled": False}}
 FE_ROW = ("fe_pf\txmcd\t../shared/data/xmcd/fe_l23_pf_1.txt;../shared/data/xmcd/fe_l23_pf_2.txt\tcolumns\t"
           "col1\tcol2\tcol3\t{overrides}\n")
 FE_ANALYSIS = "  xmcd:\n    normalize: {pre1: -25.0, pre2: -8.0, norm1: 25.0, nnorm: 1}\n"
@@ -340,6 +341,51 @@ def test_real_pair_declared_positive_l3_sign_is_refused_and_nothing_written(fe_p
         run_xmcd_posterior(store, out, tmp_path / "s.tsv", tmp_path / "s.png", params, "fe_pf", 7)
     assert "fe_l23_pf_1.txt" in str(err.value)
     assert not out.exists() and not (tmp_path / "s.tsv").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_killed_xmcd_job_resumes_to_the_uninterrupted_result(fe_pair, tmp_path):
+    """The real pair's job killed once its first chain checkpointed, then run again with the same
+    checkpoint folder (as the rule does): the same draws and moments as a run never interrupted, and the
+    folder is gone once the product is written."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from xafsflow.io.store import open_store
+
+    scan, store, _, _ = fe_pair
+    tiny = {**scan.params["xmcd_posterior"], **REAL_SHORT, "k_min": 1, "k_max": 1, "k_limit": 1, "k_pos": [1, 1],
+            "k_neg": [1, 1], "replicas": 6, "sweeps": 3000, "burn_in": 500, "checkpoint_every": 500,
+            "tuning": {"enabled": False}}
+
+    def cmd(out, ck):
+        return [sys.executable, "-m", "xafsflow", "xmcd_posterior", str(store), "--scan-id", "fe_pf", "--params",
+                json.dumps({"xmcd_posterior": tiny}), "--seed", "7", "--checkpoint-dir", str(ck),
+                "--out", str(out / "p.zarr"), "--tsv", str(out / "p.tsv"), "--png", str(out / "p.png")]
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    clean.mkdir()
+    killed.mkdir()
+    assert subprocess.run(cmd(clean, tmp_path / "ck0"), capture_output=True).returncode == 0
+    assert not (tmp_path / "ck0").exists()
+    ck = tmp_path / "ck1"
+    proc = subprocess.Popen(cmd(killed, ck), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ck.rglob("*.npz")):
+        time.sleep(0.05)
+    assert list(ck.rglob("*.npz")), "no checkpoint appeared"
+    proc.kill()
+    proc.wait()
+    assert not (killed / "p.zarr").exists()
+    assert subprocess.run(cmd(killed, ck), capture_output=True).returncode == 0
+    a, b = open_store(clean / "p.zarr"), open_store(killed / "p.zarr")
+    for name in ("p", "q", "r", "m_orb", "m_spin_eff"):
+        np.testing.assert_array_equal(a[f"moments/{name}"][...], b[f"moments/{name}"][...])
+    for part in ("plus/K1", "minus/K1", "dichroism/Kpos1_Kneg1"):
+        for name in a[f"{part}/posterior"].attrs["parameters"]:
+            np.testing.assert_array_equal(a[f"{part}/posterior/{name}"][...], b[f"{part}/posterior/{name}"][...])
+    assert not ck.exists()
 
 
 # ------------------------------------------------------------------------ bad input

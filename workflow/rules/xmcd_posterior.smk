@@ -30,5 +30,7 @@ rule xmcd_posterior:
         str(LAYOUT.benchmark("xmcd_posterior", "{scan_id}"))
     shell:
         "NUMBA_NUM_THREADS=1 {params.cli} xmcd_posterior {input:q} --scan-id {wildcards.scan_id} {params.args}"
-        " --threads {threads} --mem-mb {resources.mem_mb} {params.dashboard} --seed {params.seed}"
+        " --threads {threads} --mem-mb {resources.mem_mb} {params.dashboard}"
+        # checkpoints live outside the outputs, so --rerun-incomplete keeps them: an interrupted job resumes
+        f" --checkpoint-dir {LAYOUT.checkpoints('xmcd_posterior', '{wildcards.scan_id}')} --seed {{params.seed}}"
         " --out {output.store:q} --tsv {output.tsv:q} --png {output.png:q} > {log:q} 2>&1"

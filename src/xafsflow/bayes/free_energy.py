@@ -115,6 +115,11 @@ def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, gr
     from below, F(b) = F(b_l) - log < exp(-N (b - b_l) E) >_{b_l}; from above,
     F(b) = F(b_{l+1}) - log < exp(+N (b_{l+1} - b) E) >_{b_{l+1}}. The two are
     averaged with weights that favour the nearer ladder point (linear in b).
+    Above the top, only the estimate from the top replica (reweighting
+    upward) is used: a ladder whose top was moved near the evidence peak
+    (:mod:`xafsflow.bayes.ladder`) still gives log Z on the whole prior range
+    of b, accurately where it matters (near the top, where log Z is already
+    far below its peak further up).
     """
     e = np.asarray(energies, float)
     s = e.shape[0]
@@ -126,7 +131,7 @@ def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, gr
         lo, hi = bvals[l], bvals[l + 1]
         f_lo = f_ladder[l] - (logsumexp(-n_points * (b - lo) * e[:, l]) - math.log(s))
         f_hi = f_ladder[l + 1] - (logsumexp(n_points * (hi - b) * e[:, l + 1]) - math.log(s))
-        w = (hi - b) / (hi - lo)
+        w = (hi - b) / (hi - lo) if b <= hi else 0.0
         out[i] = w * f_lo + (1 - w) * f_hi
     return out
 
@@ -173,7 +178,8 @@ def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400
     cdf = np.cumsum(w) / w.sum()
     lo_b = grid[min(np.searchsorted(cdf, (1 - level) / 2), grid.size - 1)]
     hi_b = grid[min(np.searchsorted(cdf, 1 - (1 - level) / 2), grid.size - 1)]
-    at_edge = i == 0 or i == grid.size - 1
+    # at the grid's ends, or above half the ladder's top (where log Z(b) is extrapolated from the top replica)
+    at_edge = i == 0 or i == grid.size - 1 or grid[i] > 0.5 * b_pos[-1]
     return {
         "b_hat": float(grid[i]), "sigma_hat": float(grid[i] ** -0.5),
         "sigma_interval": (float(hi_b ** -0.5), float(lo_b ** -0.5)),

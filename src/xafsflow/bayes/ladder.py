@@ -9,7 +9,19 @@ measured acceptances give each pair's distance d_i = 2 erfcinv(a_i).
 :func:`refine_ladder` splits every pair below the target acceptance into
 ceil(d_i / d*) pairs (d* = 2 erfcinv(target)), geometrically in b (linearly on
 the first segment, which starts at b_0 = 0), and drops a point whose two pairs
-would still exchange often once merged. b_0 = 0 and the top b_max never move.
+would still exchange often once merged. Refinement never moves b_0 = 0 or the
+top; only :func:`move_top` moves the top (below).
+
+The top of the ladder follows the data (``top_factor``): log Z(b) = (N/2)
+log(b / 2 pi) - F(b) with dF/db = N <E>_b, so the evidence over the noise
+precision peaks where 2 b <E>_b = 1 (:func:`evidence_peak`, from the pilot's
+mean energies). On measured spectra the model misfit puts that peak orders of
+magnitude below the starting top 10 / (rough noise sd)^2, and replicas above
+it only sample a glassy, nearly frozen landscape nobody uses; the pilot moves
+the top to ``top_factor`` times the peak (never above the starting top), which
+frees those replicas for the pairs below the peak that exchange too rarely.
+With Gaussian residuals (<E>_b = sigma^2/2 + P/(2 N b)) log Z at 4 b_hat lies
+about 0.8 (N - P) nats below its peak: no posterior weight of b is lost.
 
 The ladder is tuned on short pilot chains before sampling and then frozen, so
 every production chain samples a fixed-ladder target.
@@ -85,6 +97,47 @@ def refine_ladder(bvals: np.ndarray, exchange_rate: np.ndarray, target: float = 
     return np.array(out)
 
 
+def evidence_peak(bvals: np.ndarray, mean_energy: np.ndarray) -> float | None:
+    """Precision b-hat at which log Z(b) peaks, from the replicas' mean energies <E>_b.
+
+    d log Z / db = N (1 / (2 b) - <E>_b), so the peak is where 2 b <E>_b
+    crosses 1 (interpolated linearly in b, in which 2 b <E>_b is nearly
+    linear once <E>_b approaches its floor, after the last replica still below 1).
+    None when every replica is below 1 (the peak lies above the ladder).
+    """
+    b = np.asarray(bvals, float)[1:]
+    g = 2.0 * b * np.asarray(mean_energy, float)[1:] - 1.0
+    below = np.nonzero(g < 0)[0]
+    if below.size == 0:
+        return float(b[0])
+    i = int(below[-1])
+    if i == b.size - 1:
+        return None
+    t = -g[i] / (g[i + 1] - g[i])
+    return float(b[i] + t * (b[i + 1] - b[i]))
+
+
+def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ladder with its top at ``top``, and the exchange rates of its pairs as far as they were measured.
+
+    Points at or above ``top`` are dropped (the pair ending at the new top takes the measured rate of the
+    pair that contained it); when ``top`` lies above the ladder, points are added geometrically at the
+    last pair's ratio, their pairs marked as on target (1.0: nothing measured, nothing to split).
+    """
+    b = np.asarray(bvals, float)
+    rates = np.asarray(exchange_rate, float)
+    if top <= b[-1]:
+        n_keep = max(int(np.searchsorted(b, top * (1 - 1e-9))), 2)  # b_0 and at least one point below
+        kept = b[:n_keep]
+        if top <= kept[-1]:
+            return b, rates
+        return np.append(kept, top), rates[: n_keep].copy()
+    ratio = b[-1] / b[-2] if b[-2] > 0 else 2.0
+    n = max(int(math.ceil(math.log(top / b[-1]) / math.log(max(ratio, 1.05)))), 1)
+    extra = b[-1] * (top / b[-1]) ** (np.arange(1, n + 1) / n)
+    return np.concatenate([b, extra]), np.concatenate([rates, np.ones(n)])
+
+
 def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
     """A chain state for a new ladder: each new temperature takes the state at the nearest old one.
 
@@ -114,7 +167,7 @@ def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
 
 def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, target: float = 0.3,
                 rounds: int = 4, sweeps_per_round: int = 1000, max_replicas: int = 64,
-                warmup: int = 2000, weights=None) -> dict:
+                warmup: int = 2000, weights=None, top_factor: float | None = None) -> dict:
     """Tune a ladder on a pilot chain: warm-up, then rounds each ending with :func:`refine_ladder`.
 
     The pilot first runs ``warmup`` sweeps on the starting ladder (step-size and
@@ -125,7 +178,10 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
     ladder: replicas are added in pairs below ``target`` (up to
     ``max_replicas``) and dropped where neighbours exchange so often that one
     of them is redundant. It stops once every pair reaches ``target``. The
-    pilot's draws are discarded.
+    pilot's draws are discarded. With ``top_factor``, after the warm-up and
+    in every round the top moves to ``top_factor`` times the evidence peak
+    b-hat measured there (:func:`evidence_peak`, :func:`move_top`; never above
+    the starting top, and only when it moves by more than a factor 1.5).
 
     Parameters
     ----------
@@ -141,6 +197,9 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         The pilot's own random stream.
     weights : ndarray, optional
         Per-point likelihood weights (:func:`xafsflow.bayes.remc.run_chain`).
+    top_factor : float, optional
+        Top of the ladder relative to the measured evidence peak (None: the
+        top stays where it is, e.g. at 1/sigma^2 for a fixed noise level).
 
     Returns
     -------
@@ -148,7 +207,11 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         ``bvals`` (the tuned ladder), ``exchange_rate`` (per pair, measured in
         the last round, on the ladder returned when the pilot stopped on
         target, else on the ladder it replaced), ``rounds`` (list of
-        ``(n_replicas, min rate)``) and ``sweeps`` (pilot sweeps run).
+        ``(n_replicas, min rate)``), ``sweeps`` (pilot sweeps run) and
+        ``b_hat`` (the last evidence peak measured, None without
+        ``top_factor`` or when it lay above the ladder). With ``top_factor``
+        the returned ladder also has a replica at ``b_hat``
+        (:func:`with_point`), where the posterior will be read.
     """
     from xafsflow.bayes import remc
 
@@ -161,30 +224,73 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
     work = remc.make_workspace(x, model, weights)
     sweep = 0
 
-    def advance(n_sweeps):
+    def advance(n_sweeps, energies=None):
         nonlocal sweep
         for _ in range(max(1, n_sweeps // settings.block)):
             draws = remc._draw_block(rng, model, bvals.size, P, settings.block)
-            _, s_out = remc._run_one_block(x, y, bvals, model, settings, st, draws, sweep, 1, work, True)
+            e_out, s_out = remc._run_one_block(x, y, bvals, model, settings, st, draws, sweep, 1, work, True)
             sweep += settings.block
             st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]
             remc._adapt(st, settings.target_acceptance)
             remc._adapt_joint(st, model, settings)
+            if energies is not None:
+                energies.append(e_out)
 
-    advance(warmup)
+    b_start_top = float(bvals[-1])
+    b_hat = None
+
+    def new_top(energies) -> float | None:
+        """Where the top should be after these energies, or None to leave it."""
+        nonlocal b_hat
+        if not top_factor or not energies:
+            return None
+        b_hat = evidence_peak(bvals, np.concatenate(energies).mean(axis=0))
+        top = b_start_top if b_hat is None else min(top_factor * b_hat, b_start_top)
+        return top if not bvals[-1] / 1.5 <= top <= 1.5 * bvals[-1] else None
+
+    late: list = []
+    if top_factor:
+        advance(warmup // 2)
+        advance(warmup - warmup // 2, late)
+    else:
+        advance(warmup)
+    top = new_top(late)
+    if top is not None:
+        new_b, _ = move_top(bvals, np.ones(bvals.size - 1), top)
+        st = remap_state(st, bvals, new_b)
+        bvals = new_b
     history, rates = [], np.zeros(max(bvals.size - 1, 1))
     for r in range(rounds):
         advance(sweeps_per_round // 2)
         st.ex_acc[...] = 0
         st.ex_tried[...] = 0
-        advance(sweeps_per_round - sweeps_per_round // 2)
+        late = []
+        advance(sweeps_per_round - sweeps_per_round // 2, late)
         rates = st.ex_acc[: bvals.size - 1] / np.maximum(st.ex_tried[: bvals.size - 1], 1)
         history.append((int(bvals.size), float(rates.min())))
-        if rates.min() >= target or r == rounds - 1:
+        top = new_top(late)
+        if (rates.min() >= target and top is None) or r == rounds - 1:
             break
-        new_b = refine_ladder(bvals, rates, target, max_replicas)
+        cut_b, cut_rates = (bvals, rates) if top is None else move_top(bvals, rates, top)
+        new_b = refine_ladder(cut_b, cut_rates, target, max_replicas)
         st = remap_state(st, bvals, new_b)
         bvals = new_b
-    return {"bvals": bvals, "exchange_rate": rates, "rounds": history, "sweeps": sweep}
+    if top_factor and b_hat is not None:
+        bvals = with_point(bvals, b_hat)
+    return {"bvals": bvals, "exchange_rate": rates, "rounds": history, "sweeps": sweep, "b_hat": b_hat}
+
+
+def with_point(bvals: np.ndarray, b: float, tolerance: float = 0.05) -> np.ndarray:
+    """The ladder with a replica at ``b`` unless one lies within ``tolerance`` (relative) of it.
+
+    The posterior is read at the replica nearest the evidence peak b-hat; on a
+    ladder spaced for exchange (neighbours a factor 2-3 apart near the top)
+    that replica can sit far enough from b-hat to widen or narrow every
+    interval by 20-40 %, so the pilot puts one at its b-hat.
+    """
+    b_arr = np.asarray(bvals, float)
+    if not 0 < b < b_arr[-1] or np.min(np.abs(np.log(b_arr[1:] / b))) <= math.log1p(tolerance):
+        return b_arr
+    return np.sort(np.append(b_arr, b))
 
 

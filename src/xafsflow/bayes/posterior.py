@@ -32,6 +32,7 @@ class LadderTuning:
     rounds: int = 4
     sweeps: int = 1000  # per round
     warmup: int = 2000
+    top_factor: float | None = 4.0  # top moves to this times the evidence peak (None: stays; fixed sigma: stays)
 
 
 @dataclass
@@ -69,6 +70,14 @@ class PosteriorSpec:
     resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
     bootstrap_errors: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
     noise_grid: int = 400  # points of the b grid on which log Z(b) is maximised for sigma-hat
+
+    def relabel(self, samples: np.ndarray) -> np.ndarray:
+        """Draws (..., P) in a label-invariant order, on which R-hat and ESS are computed and which are stored.
+
+        The identity here: the kernel keeps the components' centres ordered.
+        Models whose components may switch labels override it.
+        """
+        return samples
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         if self.model == "peaks":
@@ -145,7 +154,8 @@ def _pilot_task(x, y, spec: PosteriorSpec, K: int, bvals, campaign_seed: int, sc
     t = spec.tuning
     ss = seed_sequence(campaign_seed, scan_id, "posterior", K, "ladder")
     out = tune_ladder(x, y, spec.build(K, x), bvals, spec.settings, ss, target=t.target, rounds=t.rounds,
-                      sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup, weights=weights)
+                      sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup, weights=weights,
+                      top_factor=None if spec.sigma else t.top_factor)
     return dict(out, K=K)
 
 
@@ -279,7 +289,7 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
             for key in ("log_evidence_max", "log_evidence_marginal"):
                 nz[key] += log_w
     t = entry["target_index"]
-    chains = np.stack([o["samples"][:, t, :] for o in runs])  # (runs, draws, P)
+    chains = spec.relabel(np.stack([o["samples"][:, t, :] for o in runs]))  # (runs, draws, P)
     entry["samples"] = chains
     entry["rhat"] = rhat(chains)
     entry["ess_bulk"] = np.atleast_1d(ess_bulk(chains))

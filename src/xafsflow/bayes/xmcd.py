@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -68,8 +69,9 @@ def dichroism_model(k_pos: int, k_neg: int, e_lo: float, e_hi: float, area_max: 
 
     Not ordered: the kernel orders all centres together, which would tie the
     signs to energy; label switching within a sign group leaves p, q, r and the
-    moments unchanged (their R-hat is the health measure), and the evidence of
-    the unordered model equals that of the ordered one.
+    moments unchanged, and the evidence of the unordered model equals that of
+    the ordered one. Draws are sorted within each sign group
+    (:func:`order_within_signs`) before R-hat, ESS and storage.
     """
     ps, names = [], []
     for sign, count, tag in ((1, k_pos, "pos"), (-1, k_neg, "neg")):
@@ -108,6 +110,28 @@ class DichroismSpec(PosteriorSpec):
 
     def build(self, K: int, x: np.ndarray) -> SpectralModel:
         return dichroism_model(self.n_pos, K, self.e_lo, self.e_hi, self.area_max, self.width_prior)
+
+    def relabel(self, samples: np.ndarray) -> np.ndarray:
+        return order_within_signs(samples, self.n_pos)
+
+
+def order_within_signs(samples: np.ndarray, n_pos: int) -> np.ndarray:
+    """Dichroism draws (..., 3 (K_pos + K_neg)) with the components of each sign group sorted by centre.
+
+    The unordered dichroism model is symmetric under permutations within a
+    sign group, so sorting is a label-invariant view of each draw (the ordered
+    model's posterior): its parameters get a meaningful R-hat and ESS, and the
+    stored draws read as "first, second, ... positive component by energy".
+    """
+    s = np.asarray(samples, float)
+    k = s.shape[-1] // 3
+    comps = s.reshape(s.shape[:-1] + (k, 3)).copy()
+    for lo, hi in ((0, n_pos), (n_pos, k)):
+        if hi - lo > 1:
+            grp = comps[..., lo:hi, :]
+            order = np.argsort(grp[..., 1], axis=-1, kind="stable")
+            comps[..., lo:hi, :] = np.take_along_axis(grp, order[..., None], axis=-2)
+    return comps.reshape(s.shape)
 
 
 @dataclass
@@ -240,7 +264,7 @@ def greedy_start(model: SpectralModel, k_pos: int, k_neg: int, x, y) -> np.ndarr
     return theta if np.isfinite(model.log_prior(theta)) else None
 
 
-def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log) -> dict:
+def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint_dir=None) -> dict:
     """Dichroism decompositions for every (K_pos, K_neg) on the grid; P(K_pos, K_neg | data)."""
     from xafsflow.bayes.posterior import _ladder, _Runner, _sample_k, check_spectrum
 
@@ -260,7 +284,8 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log) -> dict:
     cells, log_z = {}, np.full((len(kp), len(kn)), np.nan)
     for i, a in enumerate(kp):
         cs = replace(cell_spec(a), k_min=kn[0], k_max=kn[-1], model="xmcd")
-        runner = _Runner(x, y, cs, seed, f"{scan_id}/dichroism/pos{a}", client, None, log)
+        ck = None if checkpoint_dir is None else str(Path(checkpoint_dir) / "dichroism" / f"pos{a}")
+        runner = _Runner(x, y, cs, seed, f"{scan_id}/dichroism/pos{a}", client, ck, log)
         pilots = runner.pilots(kn, base) if tune else {}
         for j, b in enumerate(kn):
             start = greedy_start(cs.build(b, x), a, b, x, y) if spec.base.mode_starts else None
@@ -276,7 +301,8 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log) -> dict:
 
 def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, scan_id: str, client=None,
                  source: str | None = None, fit_range: tuple[float, float] | None = None,
-                 progress=None, expected_l3_sign: str | None = None) -> XmcdResult:
+                 progress=None, expected_l3_sign: str | None = None,
+                 checkpoint_dir: str | Path | None = None) -> XmcdResult:
     """Decompose both helicities and the dichroism, select the numbers of components, sample the moments.
 
     Parameters
@@ -292,6 +318,9 @@ def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, 
         Fitted energies (eV, absolute); default the whole pair.
     expected_l3_sign : {'negative', 'positive'}, optional
         Sign the L3 dichroism must have (swapped helicities are refused).
+    checkpoint_dir : path, optional
+        Where every chain checkpoints (``plus/``, ``minus/``,
+        ``dichroism/pos<K_pos>/``): an interrupted analysis resumes there.
     """
     from xafsflow.bayes.posterior import analyse
 
@@ -335,10 +364,12 @@ def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, 
                           e_lo=float(e[0]), e_hi=float(e[-1]), area_mean=area_mean, width_prior=spec.width_prior)
         hs = replace(hs, model="xmcd", k_min=spec.k_min, k_max=spec.k_max, mode_starts=spec.base.mode_starts)
         results[name] = analyse(e, y, hs, campaign_seed, f"{scan_id}/{name}", client=client, source=source,
-                                progress=lambda msg, n=name: log(f"{n}: {msg}"))
+                                progress=lambda msg, n=name: log(f"{n}: {msg}"),
+                                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / name)
         results[name + "_spec"] = hs
     area_max = max(sr.window_integral(e, np.abs(dich), e[0], e[-1]), 1e-12)
-    grid = _grid(e, dich, spec, area_max, campaign_seed, scan_id, client, lambda msg: log(f"dichroism: {msg}"))
+    grid = _grid(e, dich, spec, area_max, campaign_seed, scan_id, client, lambda msg: log(f"dichroism: {msg}"),
+                 checkpoint_dir)
 
     sp = results["plus"].per_k[results["plus"].k_selected]["samples"]
     sm = results["minus"].per_k[results["minus"].k_selected]["samples"]
@@ -369,14 +400,15 @@ def health(res: XmcdResult) -> dict:
 
     ``min_exchange``: smallest neighbour exchange rate; ``max_rhat``: largest
     R-hat of the label-invariant quantities (p, q, r, moments) and of the
-    helicity parameters (their centres are ordered); ``max_f_spread``: largest
+    parameters of the three decompositions (helicity centres are ordered,
+    dichroism draws sorted within sign groups); ``max_f_spread``: largest
     spread of F between independent runs (nats); ``k_at_limit``: a selected
     number of components at the top of its range.
     """
     ents = {"plus": res.plus.per_k[res.plus.k_selected], "minus": res.minus.per_k[res.minus.k_selected],
             "dichroism": res.dichroism["cells"][res.dichroism["selected"]]}
     min_ex = {k: float(np.min(v["exchange_rate"])) for k, v in ents.items()}
-    rh = [v["rhat"] for k, v in ents.items() if k != "dichroism"]
+    rh = [v["rhat"] for v in ents.values()]
     rh_par = max((float(np.nanmax(r)) for r in rh if np.any(np.isfinite(r))), default=float("nan"))
     rh_q = max((s["rhat"] for s in res.summary.values() if math.isfinite(s["rhat"])), default=float("nan"))
     spread = {k: float(v.get("F_spread", 0.0)) for k, v in ents.items()}
@@ -389,5 +421,5 @@ def health(res: XmcdResult) -> dict:
     if kp == res.dichroism["k_pos"][-1] or kn == res.dichroism["k_neg"][-1]:
         at_limit.append(f"dichroism (K_pos,K_neg)=({kp},{kn})")
     return {"min_exchange": min(min_ex.values()), "min_exchange_by_part": min_ex,
-            "max_rhat_quantities": rh_q, "max_rhat_helicity_params": rh_par,
+            "max_rhat_quantities": rh_q, "max_rhat_params": rh_par,
             "max_f_spread": max(spread.values()), "f_spread_by_part": spread, "k_at_limit": at_limit}

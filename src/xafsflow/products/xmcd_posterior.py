@@ -39,7 +39,8 @@ QUANTITIES = ("p", "q", "r", "m_orb", "m_spin_eff", "ratio")
 
 
 def add_arguments(p) -> None:
-    """No options beyond the common ones."""
+    """Options of ``xafsflow xmcd_posterior`` beyond the common ones."""
+    p.add_argument("--checkpoint-dir", default=None, help="where chains checkpoint (kept until the product is complete)")
 
 
 def check(params: dict, n_points: int | None = None) -> list[str]:
@@ -98,7 +99,7 @@ def spec_from_params(p: dict):
 
     base = PosteriorSpec(model="xmcd", replicas=p["replicas"], runs=p["runs"], b_max_factor=p["b_max_factor"],
                          settings=chain_settings(p), tuning=LadderTuning(**p["tuning"]),
-                         convergence=Convergence(**p["convergence"]), k_limit=p["k_max"],
+                         convergence=Convergence(**p["convergence"]), k_limit=max(p["k_limit"], p["k_max"]),
                          mode_starts=p["mode_starts"])
     return XmcdSpec(base=base, k_min=p["k_min"], k_max=p["k_max"], k_pos=tuple(p["k_pos"]), k_neg=tuple(p["k_neg"]),
                     width_prior={"dist": "loguniform", "lo": p["width_prior"][0], "hi": p["width_prior"][1]},
@@ -113,8 +114,8 @@ def quality_flags(res, health: dict, q: dict) -> list[str]:
     flags = []
     if health["min_exchange"] < q["min_exchange"]:
         flags.append(f"low_exchange({health['min_exchange']:.2f})")
-    rh = max(v for v in (health["max_rhat_quantities"], health["max_rhat_helicity_params"]) if math.isfinite(v)) \
-        if any(math.isfinite(v) for v in (health["max_rhat_quantities"], health["max_rhat_helicity_params"])) \
+    rh = max(v for v in (health["max_rhat_quantities"], health["max_rhat_params"]) if math.isfinite(v)) \
+        if any(math.isfinite(v) for v in (health["max_rhat_quantities"], health["max_rhat_params"])) \
         else float("nan")
     if math.isfinite(rh) and rh > q["max_rhat"]:
         flags.append(f"high_rhat({rh:.3f})")
@@ -153,7 +154,8 @@ def run(args) -> str:
     params = load_params(args, scan_kind(PRODUCT, attrs, args.scan_store))
     res, flags = run_xmcd_posterior(args.scan_store, args.out, args.tsv, args.png, params,
                                     args.scan_id or attrs.get("scan_id", "scan"), args.seed, threads=args.threads,
-                                    mem_mb=args.mem_mb, params_hash=args.params_hash, dashboard=args.dashboard)
+                                    mem_mb=args.mem_mb, params_hash=args.params_hash, dashboard=args.dashboard,
+                                    checkpoint_dir=args.checkpoint_dir)
     m = res.summary
     return (f"xmcd_posterior: K+ = {res.plus.k_selected}, K- = {res.minus.k_selected}, (K_pos, K_neg) = "
             f"{res.dichroism['selected']}; m_orb/m_spin_eff = {m['ratio']['mean']:.3f} "
@@ -182,8 +184,13 @@ def summary(attrs: dict) -> dict:
 
 
 def run_xmcd_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaign_seed: int,
-                       threads: int = 1, mem_mb: int = 2000, params_hash: str | None = None, dashboard: bool = False):
-    """Analyse one pair and write ``out`` (Zarr), ``tsv`` and ``png``; returns (XmcdResult, flags)."""
+                       threads: int = 1, mem_mb: int = 2000, params_hash: str | None = None, dashboard: bool = False,
+                       checkpoint_dir: str | Path | None = None):
+    """Analyse one pair and write ``out`` (Zarr), ``tsv`` and ``png``; returns (XmcdResult, flags).
+
+    With ``checkpoint_dir`` the chains checkpoint there (an interrupted job resumes where it stopped);
+    the folder is removed once the product is written.
+    """
     from xafsflow.bayes.xmcd import analyse_pair, health
 
     p = params["xmcd_posterior"]
@@ -201,7 +208,8 @@ def run_xmcd_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, ca
     def progress(message):
         print(f"xmcd_posterior {scan_id}: {message}", file=sys.stderr, flush=True)
 
-    kw = dict(source=src, fit_range=fit, progress=progress, expected_l3_sign=p["expected_l3_sign"])
+    kw = dict(source=src, fit_range=fit, progress=progress, expected_l3_sign=p["expected_l3_sign"],
+              checkpoint_dir=checkpoint_dir)
     if threads > 1:
         from xafsflow.distributed import client
 
@@ -216,6 +224,10 @@ def run_xmcd_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, ca
                 norm_prov)
     write_tsv(tsv, res)
     plot_xmcd(png, res, mp[mask], mm[mask], scan_id)
+    if checkpoint_dir is not None:
+        import shutil
+
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the product is complete
     return res, flags
 
 
@@ -241,7 +253,7 @@ def write_store(out, res, h, flags, mp, mm, p, spec, scan_id, seed, params_hash,
         "moments": res.summary, "steps": res.steps, "windows": res.windows,
         "n_holes": spec.n_holes, "polarization": spec.polarization, "cos_incidence": spec.cos_incidence,
         "health": {k: v for k, v in h.items()},
-        "max_rhat": max([v for v in (h["max_rhat_quantities"], h["max_rhat_helicity_params"]) if math.isfinite(v)],
+        "max_rhat": max([v for v in (h["max_rhat_quantities"], h["max_rhat_params"]) if math.isfinite(v)],
                         default=None),
         "min_exchange_rate": h["min_exchange"],
         "sum_rules": "Chen et al. PRL 75, 152 (1995): m_orb = -4 q n_h / (3 r), m_spin_eff = -(6 p - 4 q) n_h / r "
