@@ -120,7 +120,11 @@ def test_move_top_truncates_or_extends_and_keeps_measured_rates():
     assert r.size == cut.size - 1 and r[-1] == rates[cut.size - 2]  # the pair that contained 50 eV^-2
     up, r2 = move_top(b, rates, 1e5)
     assert up[-1] == pytest.approx(1e5) and np.all(up[: b.size] == b) and np.all(np.diff(up) > 0)
-    assert np.all(r2[: rates.size] == rates) and np.all(r2[rates.size:] == 1.0) and r2.size == up.size - 1
+    assert np.all(r2[: rates.size] == rates) and np.all(r2[rates.size:] == 0.3) and r2.size == up.size - 1
+    # the added pairs are neither split nor merged away before they are measured (merging them all left one
+    # pair that never exchanged on measured FeO, K = 5)
+    refined = refine_ladder(up, r2, target=0.3, max_replicas=64)
+    assert np.all(np.isin(up[b.size - 1:], refined))
 
 
 def test_pilot_moves_the_top_near_the_evidence_peak_on_measured_xanes(shared):

@@ -117,12 +117,14 @@ def evidence_peak(bvals: np.ndarray, mean_energy: np.ndarray) -> float | None:
     return float(b[i] + t * (b[i + 1] - b[i]))
 
 
-def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
+def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float,
+             unmeasured: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """The ladder with its top at ``top``, and the exchange rates of its pairs as far as they were measured.
 
     Points at or above ``top`` are dropped (the pair ending at the new top takes the measured rate of the
     pair that contained it); when ``top`` lies above the ladder, points are added geometrically at the
-    last pair's ratio, their pairs marked as on target (1.0: nothing measured, nothing to split).
+    last pair's ratio, their pairs given the rate ``unmeasured`` (pass the tuning target: such a pair is
+    neither split nor merged away by :func:`refine_ladder` before it has been measured).
     """
     b = np.asarray(bvals, float)
     rates = np.asarray(exchange_rate, float)
@@ -135,7 +137,7 @@ def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float) -> tuple[
     ratio = b[-1] / b[-2] if b[-2] > 0 else 2.0
     n = max(int(math.ceil(math.log(top / b[-1]) / math.log(max(ratio, 1.05)))), 1)
     extra = b[-1] * (top / b[-1]) ** (np.arange(1, n + 1) / n)
-    return np.concatenate([b, extra]), np.concatenate([rates, np.ones(n)])
+    return np.concatenate([b, extra]), np.concatenate([rates, np.full(n, float(unmeasured))])
 
 
 def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
@@ -245,7 +247,8 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         if not top_factor or not energies:
             return None
         b_hat = evidence_peak(bvals, np.concatenate(energies).mean(axis=0))
-        top = b_start_top if b_hat is None else min(top_factor * b_hat, b_start_top)
+        # a peak above the ladder (the chain found better fits since the top moved): raise the top a step
+        top = min(top_factor * (bvals[-1] if b_hat is None else b_hat), b_start_top)
         return top if not bvals[-1] / 1.5 <= top <= 1.5 * bvals[-1] else None
 
     late: list = []
@@ -271,7 +274,7 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         top = new_top(late)
         if (rates.min() >= target and top is None) or r == rounds - 1:
             break
-        cut_b, cut_rates = (bvals, rates) if top is None else move_top(bvals, rates, top)
+        cut_b, cut_rates = (bvals, rates) if top is None else move_top(bvals, rates, top, unmeasured=target)
         new_b = refine_ladder(cut_b, cut_rates, target, max_replicas)
         st = remap_state(st, bvals, new_b)
         bvals = new_b
