@@ -123,7 +123,7 @@ def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float,
 
     Points at or above ``top`` are dropped (the pair ending at the new top takes the measured rate of the
     pair that contained it); when ``top`` lies above the ladder, points are added geometrically at the
-    last pair's ratio, their pairs given the rate ``unmeasured`` (pass the tuning target: such a pair is
+    last pair's ratio (at least 1.5), their pairs given the rate ``unmeasured`` (pass the tuning target: such a pair is
     neither split nor merged away by :func:`refine_ladder` before it has been measured).
     """
     b = np.asarray(bvals, float)
@@ -134,8 +134,11 @@ def move_top(bvals: np.ndarray, exchange_rate: np.ndarray, top: float,
         if top <= kept[-1]:
             return b, rates
         return np.append(kept, top), rates[: n_keep].copy()
-    ratio = b[-1] / b[-2] if b[-2] > 0 else 2.0
-    n = max(int(math.ceil(math.log(top / b[-1]) / math.log(max(ratio, 1.05)))), 1)
+    # the last pair's ratio, but not finer than 1.5: above the peak the energy's spread is about sqrt(P/2) / b,
+    # so a pair a factor 1.5 apart has distance ~0.4 sqrt(P/2) (on target for P near 20); refinement splits it
+    # later where needed
+    ratio = max(b[-1] / b[-2] if b[-2] > 0 else 2.0, 1.5)
+    n = max(int(math.ceil(math.log(top / b[-1]) / math.log(ratio))), 1)
     extra = b[-1] * (top / b[-1]) ** (np.arange(1, n + 1) / n)
     return np.concatenate([b, extra]), np.concatenate([rates, np.full(n, float(unmeasured))])
 
@@ -169,7 +172,8 @@ def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
 
 def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, target: float = 0.3,
                 rounds: int = 4, sweeps_per_round: int = 1000, max_replicas: int = 64,
-                warmup: int = 2000, weights=None, top_factor: float | None = None) -> dict:
+                warmup: int = 2000, weights=None, top_factor: float | None = None,
+                merge_above: float = 0.6) -> dict:
     """Tune a ladder on a pilot chain: warm-up, then rounds each ending with :func:`refine_ladder`.
 
     The pilot first runs ``warmup`` sweeps on the starting ladder (step-size and
@@ -199,6 +203,8 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         The pilot's own random stream.
     weights : ndarray, optional
         Per-point likelihood weights (:func:`xafsflow.bayes.remc.run_chain`).
+    merge_above : float
+        :func:`refine_ladder`'s threshold for dropping a point.
     top_factor : float, optional
         Top of the ladder relative to the measured evidence peak (None: the
         top stays where it is, e.g. at 1/sigma^2 for a fixed noise level).
@@ -275,7 +281,7 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
         if (rates.min() >= target and top is None) or r == rounds - 1:
             break
         cut_b, cut_rates = (bvals, rates) if top is None else move_top(bvals, rates, top, unmeasured=target)
-        new_b = refine_ladder(cut_b, cut_rates, target, max_replicas)
+        new_b = refine_ladder(cut_b, cut_rates, target, max_replicas, merge_above)
         st = remap_state(st, bvals, new_b)
         bvals = new_b
     if top_factor and b_hat is not None:

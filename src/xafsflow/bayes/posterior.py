@@ -33,6 +33,7 @@ class LadderTuning:
     sweeps: int = 1000  # per round
     warmup: int = 2000
     top_factor: float | None = 4.0  # top moves to this times the evidence peak (None: stays; fixed sigma: stays)
+    merge_above: float = 0.6  # a point is dropped where its two pairs would still exchange this often merged
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _pilot_task(x, y, spec: PosteriorSpec, K: int, bvals, campaign_seed: int, sc
     ss = seed_sequence(campaign_seed, scan_id, "posterior", K, "ladder")
     out = tune_ladder(x, y, spec.build(K, x), bvals, spec.settings, ss, target=t.target, rounds=t.rounds,
                       sweeps_per_round=t.sweeps, max_replicas=t.max_replicas, warmup=t.warmup, weights=weights,
-                      top_factor=None if spec.sigma else t.top_factor)
+                      top_factor=None if spec.sigma else t.top_factor, merge_above=t.merge_above)
     return dict(out, K=K)
 
 
