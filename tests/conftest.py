@@ -37,6 +37,20 @@ def workdir(tmp_path: Path) -> Path:
     return work
 
 
+def kill_at_first_checkpoint(cmd: list[str], checkpoint_dir: Path, timeout: float = 120.0) -> None:
+    """Start ``cmd``, wait until a chain checkpoint (``*.npz``) appears under ``checkpoint_dir``, kill it."""
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list(Path(checkpoint_dir).rglob("*.npz")):
+        time.sleep(0.05)
+    found = bool(list(Path(checkpoint_dir).rglob("*.npz")))
+    proc.kill()
+    proc.wait()
+    assert found, "no checkpoint appeared"
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run Snakemake (this interpreter's) on the repository's Snakefile in ``workdir``."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]

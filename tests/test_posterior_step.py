@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import kill_at_first_checkpoint
 
 from xafsflow.io.store import open_store
 from xafsflow.schemas import analysis_defaults
@@ -78,13 +79,7 @@ def test_killed_job_resumes_to_the_uninterrupted_result(scan_store, tmp_path):
     killed = tmp_path / "killed"
     killed.mkdir()
     ck = tmp_path / "ck1"
-    proc = subprocess.Popen(_cmd(scan_store, killed, params, ck), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ck.glob("*.npz")):
-        time.sleep(0.05)
-    assert list(ck.glob("*.npz")), "no checkpoint appeared"
-    proc.kill()
-    proc.wait()
+    kill_at_first_checkpoint(_cmd(scan_store, killed, params, ck), ck)
     assert not (killed / "p.zarr").exists()
     assert subprocess.run(_cmd(scan_store, killed, params, ck), capture_output=True).returncode == 0
     a, b = open_store(clean / "p.zarr"), open_store(killed / "p.zarr")

@@ -350,8 +350,8 @@ def test_killed_xmcd_job_resumes_to_the_uninterrupted_result(fe_pair, tmp_path):
     import json
     import subprocess
     import sys
-    import time
 
+    from conftest import kill_at_first_checkpoint
     from xafsflow.io.store import open_store
 
     scan, store, _, _ = fe_pair
@@ -370,13 +370,7 @@ def test_killed_xmcd_job_resumes_to_the_uninterrupted_result(fe_pair, tmp_path):
     assert subprocess.run(cmd(clean, tmp_path / "ck0"), capture_output=True).returncode == 0
     assert not (tmp_path / "ck0").exists()
     ck = tmp_path / "ck1"
-    proc = subprocess.Popen(cmd(killed, ck), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ck.rglob("*.npz")):
-        time.sleep(0.05)
-    assert list(ck.rglob("*.npz")), "no checkpoint appeared"
-    proc.kill()
-    proc.wait()
+    kill_at_first_checkpoint(cmd(killed, ck), ck)
     assert not (killed / "p.zarr").exists()
     assert subprocess.run(cmd(killed, ck), capture_output=True).returncode == 0
     a, b = open_store(clean / "p.zarr"), open_store(killed / "p.zarr")
