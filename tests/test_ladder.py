@@ -109,7 +109,12 @@ def test_evidence_peak_agrees_with_the_noise_estimate_of_a_chain():
     b = np.concatenate([[0.0], np.geomspace(1e-1, 1e4, 23)])
     r = run_chain(x, y, peaks_model(3), b, ChainSettings(sweeps=2000, burn_in=2000), np.random.SeedSequence(3))
     peak = evidence_peak(b, r.energies.mean(axis=0))
-    assert peak == pytest.approx(estimate_noise(r.energies, b, x.size)["b_hat"], rel=0.10)
+    noise = estimate_noise(r.energies, b, x.size)
+    assert peak == pytest.approx(noise["b_hat"], rel=0.10) and not noise["at_ladder_edge"]
+    # the same replicas cut just above the peak (a top set too low): b-hat near the top is flagged
+    m = int(np.searchsorted(b, 1.5 * peak)) + 1
+    cut = estimate_noise(r.energies[:, :m], b[:m], x.size, b_range=(b[1], b[-1]))
+    assert cut["at_ladder_edge"]
 
 
 def test_move_top_truncates_or_extends_and_keeps_measured_rates():
@@ -144,6 +149,7 @@ def test_pilot_moves_the_top_near_the_evidence_peak_on_measured_xanes(shared):
     assert b[0] == 0.0 and np.all(np.diff(b) > 0) and b.size <= 64
     assert tuned["b_hat"] is not None and b[-1] < base[-1] / 10
     assert b[-1] == pytest.approx(4.0 * tuned["b_hat"], rel=0.5)  # set in the last move, measured again since
+    assert np.min(np.abs(np.log(b[1:] / tuned["b_hat"]))) <= np.log(1.05)  # a replica where the posterior is read
     chain = run_chain(x, y, model, b, settings, np.random.SeedSequence(7))
     noise = estimate_noise(chain.energies, b, x.size, b_range=(base[1], base[-1]))
     assert noise["b_hat"] < b[-1] / 2 and not noise["at_ladder_edge"]

@@ -122,6 +122,22 @@ def test_pvoigt_kernel_equals_numpy_reference():
         assert a.energies[-1, -1] == pytest.approx(e_full, rel=1e-9)
 
 
+def test_dichroism_draws_sorted_within_sign_groups_only():
+    """Permuting components within a sign group gives the same sorted draw; signs never mix."""
+    from xafsflow.bayes.xmcd import order_within_signs
+
+    pos = [(0.5, 710.0, 1.0), (0.2, 705.0, 0.5), (0.9, 722.0, 0.8)]
+    neg = [(-1.0, 708.0, 0.7), (-0.3, 720.0, 0.6)]
+    draws = np.array([np.ravel(pos + neg), np.ravel([pos[2], pos[0], pos[1], neg[1], neg[0]])])
+    out = order_within_signs(draws, 3)
+    np.testing.assert_array_equal(out[0], out[1])
+    comps = out[0].reshape(-1, 3)
+    assert list(comps[:3, 1]) == [705.0, 710.0, 722.0] and list(comps[3:, 1]) == [708.0, 720.0]
+    assert np.all(comps[:3, 0] > 0) and np.all(comps[3:, 0] < 0)
+    # groups of one component (K_pos = K_neg = 1) are left as they are
+    np.testing.assert_array_equal(order_within_signs(draws[:, :6], 1), draws[:, :6])
+
+
 # ------------------------------------------------------------------------ simulated pair (ground truth)
 def _short_spec(t, sweeps=600, k_pos=(1, 3), k_neg=(1, 2), k_min=2, k_max=4, replicas=12):
     from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
