@@ -16,8 +16,9 @@ from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec, a
 from xafsflow.bayes.remc import ChainSettings, run_chain
 
 GOLDEN = Path(__file__).parent / "data" / "remc_unweighted_golden.npz"
+# linear_moves=False: the conditional-linear moves came after the file was written
 SETTINGS = ChainSettings(sweeps=60, burn_in=60, thin=5, block=20, adapt_every=20, refresh=30, checkpoint_every=20,
-                         joint_min=20, joint_window=40)
+                         joint_min=20, joint_window=40, linear_moves=False)
 LADDER = np.concatenate([[0.0], np.geomspace(0.5, 1e4, 5)])
 
 
@@ -43,7 +44,8 @@ def analyse_case():
     """A whole small analysis (tuned ladder, estimated noise, K = 1..2) of the xanes case."""
     x, y, _ = chain_case("xanes")
     spec = PosteriorSpec(model="xanes", k_min=1, k_max=2, replicas=8, runs=2, e0=0.0,
-                         settings=ChainSettings(sweeps=100, burn_in=100, checkpoint_every=100),
+                         # conditional-linear moves came later too
+                         settings=ChainSettings(sweeps=100, burn_in=100, checkpoint_every=100, linear_moves=False),
                          # the ladder's top stays put as when the file was written (top_factor came later):
                          # the file pins the unweighted kernel path, not the pilot
                          tuning=LadderTuning(warmup=100, sweeps=100, rounds=1, top_factor=None),

@@ -147,7 +147,7 @@ def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
     """A chain state for a new ladder: each new temperature takes the state at the nearest old one.
 
     Nearness is in log b (b_0 = 0 maps to b_0). Configurations, step sizes and
-    joint-move factors are copied; counters start from zero.
+    joint- and collapsed-move factors are copied; counters start from zero.
     """
     from xafsflow.bayes.remc import ChainState
 
@@ -166,7 +166,9 @@ def remap_state(state, old_b: np.ndarray, new_b: np.ndarray):
         ex_acc=np.zeros(max(L - 1, 1), np.int64), ex_tried=np.zeros(max(L - 1, 1), np.int64),
         slot_dir=np.zeros(L, np.int64), round_trips=np.zeros(L, np.int64), chol=state.chol[src].copy(),
         jscale=state.jscale[src].copy(), jacc=np.zeros(L, np.int64), jtried=np.zeros(L, np.int64),
-        burn=state.burn[:, src].copy(),
+        burn=state.burn[:, src].copy(), cchol=state.cchol[src].copy(), cscale=state.cscale[src].copy(),
+        lacc=np.zeros(L, np.int64), ltried=np.zeros(L, np.int64), cacc=np.zeros(L, np.int64),
+        ctried=np.zeros(L, np.int64), lon=state.lon[src].copy(),
     )
 
 
@@ -229,13 +231,13 @@ def tune_ladder(x, y, model, bvals, settings, seed: np.random.SeedSequence, targ
     rng = np.random.default_rng(seed)
     st = remc.initial_state(x, y, model, bvals, rng, weights=weights)
     P = model.n_params
-    work = remc.make_workspace(x, model, weights)
+    work = remc.make_workspace(x, model, weights, settings.linear_moves)
     sweep = 0
 
     def advance(n_sweeps, energies=None):
         nonlocal sweep
         for _ in range(max(1, n_sweeps // settings.block)):
-            draws = remc._draw_block(rng, model, bvals.size, P, settings.block)
+            draws = remc._draw_block(rng, model, bvals.size, P, settings.block, work.lin.size > 0)
             e_out, s_out = remc._run_one_block(x, y, bvals, model, settings, st, draws, sweep, 1, work, True)
             sweep += settings.block
             st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]

@@ -66,6 +66,13 @@ class SpectralModel:
     def centre_index(self, k: int) -> int:
         return self.nb + 3 * k + 1
 
+    def linear_indices(self) -> np.ndarray:
+        """Indices of the free parameters f is linear in: the background's heights (step, white-line
+        area; edge-tail height, offset, slope) and each component's first parameter (area or height)."""
+        bg = {BG_XANES: (0, 3), BG_PREEDGE: (0, 3, 4)}.get(self.bg_type, ())
+        idx = list(bg) + [self.nb + 3 * k for k in range(self.K)]
+        return np.array([j for j in idx if self.priors[j].code != FIXED], dtype=np.int64)
+
     def component_from_peak(self, centre: float, height: float, sd: float) -> np.ndarray:
         """The 3 parameters of a component of peak ``height`` and standard deviation ``sd`` (x units) at
         ``centre``, moved into the prior's support of the last component."""

@@ -336,14 +336,209 @@ def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, p
         jacc[l] += 1
 
 
+# Conditional-linear moves. f is linear in some free parameters (heights, areas, offset, slope:
+# ``model.linear_indices()``): given the others, beta -> f is a linear map, f = c + A^T beta, and
+# the likelihood at precision b is Gaussian in beta with precision b G, G = A W A^T, and mean
+# mu = G^-1 A W (y - c). Two Metropolis-Hastings moves use that Gaussian as their proposal:
+#   * the linear block move draws all of beta from it at once (an independence proposal;
+#     the acceptance ratio leaves the prior ratio only, up to the tiny diagonal jitter);
+#   * the collapsed move first shifts the nonlinear parameters jointly (random walk with the
+#     covariance of their burn-in draws, like the joint move) and then draws beta from the
+#     Gaussian at the shifted values, so areas and background follow a centre, width or edge
+#     at once instead of holding the move back. Its ratio includes q(beta | old) / q(beta' | new).
+# Both are exact for any proposal Gaussian, so the ratio is always computed in full.
+@njit(cache=True)
+def _design(bgt, ct, th, x, nb, K, lin, m, dx, tmp_th, parts, buf, A, c):
+    """A[:m] = f per unit of each free linear parameter at ``th``; c = f with those parameters at 0."""
+    N = x.size
+    for j in range(th.size):
+        tmp_th[j] = th[j]
+    for i in range(m):
+        tmp_th[lin[i]] = 0.0
+    _bg_fill(bgt, tmp_th, x, parts, c)
+    for i in range(m):
+        j = lin[i]
+        for n in range(N):
+            A[i, n] = 0.0
+        if j < nb:
+            tmp_th[j] = 1.0
+            _bg_fill(bgt, tmp_th, x, parts, buf)
+            tmp_th[j] = 0.0
+            for n in range(N):
+                A[i, n] = buf[n] - c[n]
+        else:
+            lo, hi = _window(ct, x, th[j + 1], th[j + 2])
+            _fill_component(ct, 1.0, th[j + 1], th[j + 2], x, lo, hi, dx, A[i], False)
+    for k in range(K):
+        base = nb + 3 * k
+        free = False
+        for i in range(m):
+            if lin[i] == base:
+                free = True
+        if not free:
+            lo, hi = _window(ct, x, th[base + 1], th[base + 2])
+            _fill_component(ct, th[base], th[base + 1], th[base + 2], x, lo, hi, dx, c, True)
+
+
+@njit(cache=True)
+def _gaussian(A, c, y, w2, weighted, m, G, R, h, mu):
+    """G = A W A^T (+ 1e-10 of its diagonal), R its lower Cholesky factor, mu = G^-1 A W (y - c).
+
+    Returns sum(log diag R), or nan when G is not positive definite (the move is then skipped)."""
+    N = y.size
+    for i in range(m):
+        for j in range(i + 1):
+            acc = 0.0
+            for n in range(N):
+                acc += A[i, n] * A[j, n] * (w2[n] if weighted else 1.0)
+            G[i, j] = acc
+            G[j, i] = acc
+        acc = 0.0
+        for n in range(N):
+            acc += A[i, n] * (y[n] - c[n]) * (w2[n] if weighted else 1.0)
+        h[i] = acc
+    logdet = 0.0
+    for j in range(m):
+        sj = G[j, j] * (1.0 + 1e-10)
+        for k in range(j):
+            sj -= R[j, k] * R[j, k]
+        if not sj > 0.0:
+            return np.nan
+        R[j, j] = math.sqrt(sj)
+        logdet += math.log(R[j, j])
+        for i in range(j + 1, m):
+            si = G[i, j]
+            for k in range(j):
+                si -= R[i, k] * R[j, k]
+            R[i, j] = si / R[j, j]
+    # R v = h, then R^T mu = v
+    for i in range(m):
+        si = h[i]
+        for k in range(i):
+            si -= R[i, k] * mu[k]
+        mu[i] = si / R[i, i]
+    for i in range(m - 1, -1, -1):
+        si = mu[i]
+        for k in range(i + 1, m):
+            si -= R[k, i] * mu[k]
+        mu[i] = si / R[i, i]
+    return logdet
+
+
+@njit(cache=True)
+def _log_q(beta, mu, R, m, bl, logdet):
+    """log N(beta; mu, (b G)^-1) without the 2 pi term: m/2 log b + log det R - b/2 |R^T (beta - mu)|^2."""
+    q = 0.0
+    for i in range(m):
+        t = 0.0
+        for k in range(i, m):
+            t += R[k, i] * (beta[k] - mu[k])
+        q += t * t
+    return 0.5 * m * math.log(bl) + logdet - 0.5 * bl * q
+
+
+@njit(cache=True)
+def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
+                             nb, K, ct, bgt, ordered, lin, m, collapsed, cchol, cscale, acc, tried, z, zl, u,
+                             buf_th, tmp_th, A, cvec, G, R, vec, buf_f, buf_bg, tbg, dx, w2, weighted):
+    """One linear block move (``collapsed`` False) or collapsed move (True) of replica ``l``; see above."""
+    P = theta.shape[1]
+    N = x.size
+    tried[l] += 1
+    h, mu, beta = vec[0], vec[1], vec[2]
+    dlp = 0.0
+    ljac = 0.0
+    for j in range(P):
+        buf_th[j] = theta[s, j]
+    if collapsed:
+        for j in range(P):
+            old = theta[s, j]
+            if codes[j] == 0 or cchol[l, j, j] == 0.0:
+                continue  # fixed, or linear (cchol is zero on the linear parameters)
+            d = 0.0
+            for i in range(j + 1):
+                d += cchol[l, j, i] * z[i]
+            d *= cscale[l]
+            if logm[j]:
+                new = old * math.exp(d)
+                ljac += d
+            else:
+                new = old + d
+            dj = _dlogp(codes[j], pa[j], pb[j], new, old)
+            if dj == -np.inf:
+                return
+            dlp += dj
+            buf_th[j] = new
+        if ordered and K > 1:
+            for k in range(1, K):
+                if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
+                    return
+        # reverse proposal: beta's Gaussian at the current nonlinear parameters
+        _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec)
+        ld_old = _gaussian(A, cvec, y, w2, weighted, m, G, R, h, mu)
+        if ld_old != ld_old:
+            return
+        for i in range(m):
+            beta[i] = theta[s, lin[i]]
+        lq_old = _log_q(beta, mu, R, m, bl, ld_old)
+    _design(bgt, ct, buf_th, x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec)
+    ld = _gaussian(A, cvec, y, w2, weighted, m, G, R, h, mu)
+    if ld != ld:
+        return
+    if not collapsed:
+        for i in range(m):
+            beta[i] = theta[s, lin[i]]
+        lq_old = _log_q(beta, mu, R, m, bl, ld)
+    # beta' = mu + (R^T)^-1 zl / sqrt(b)
+    sb = math.sqrt(bl)
+    for i in range(m - 1, -1, -1):
+        si = zl[i] / sb
+        for k in range(i + 1, m):
+            si -= R[k, i] * beta[k]
+        beta[i] = si / R[i, i]
+    for i in range(m):
+        beta[i] += mu[i]
+    lq_new = 0.5 * m * math.log(bl) + ld
+    acc_q = 0.0
+    for i in range(m):
+        acc_q += zl[i] * zl[i]
+    lq_new -= 0.5 * acc_q
+    for i in range(m):
+        j = lin[i]
+        dj = _dlogp(codes[j], pa[j], pb[j], beta[i], theta[s, j])
+        if dj == -np.inf:
+            return
+        dlp += dj
+        buf_th[j] = beta[i]
+    for n in range(N):
+        buf_f[n] = cvec[n]
+    for i in range(m):
+        bi = beta[i]
+        for n in range(N):
+            buf_f[n] += bi * A[i, n]
+    sse_new = _sse_w(y, buf_f, w2) if weighted else _sse(y, buf_f)
+    lu = math.log(u) if u > 0 else -np.inf
+    if lu < -0.5 * bl * (sse_new - sse[s]) + dlp + ljac + lq_old - lq_new:
+        for j in range(P):
+            theta[s, j] = buf_th[j]
+        _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
+        acc[l] += 1
+
+
 @njit(cache=True)
 def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step,
               codes, pa, pb, logm, nb, K, ct, bgt, ordered,
               normals, uniforms, ex_u, prior_draws, sweep0,
               acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
               energies_out, thin, samples_out, refresh, buf_new, buf_bg,
-              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx, w2, weighted):
+              chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx, w2, weighted,
+              lin, lin_z, lin_u, cchol, cscale, lacc, ltried, cacc, ctried, lon, lw_th, lw_A, lw_c, lw_G, lw_R,
+              lw_vec):
     """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded.
+
+    ``lin`` (the free linear parameters; empty: no conditional-linear moves): each replica
+    makes a linear block move every sweep where ``lon`` > 0, and a collapsed move where ``cscale`` > 0;
+    ``lin_z`` (sweeps, L, 3, P) and ``lin_u`` (sweeps, L, 2) are their random numbers.
 
     ``weighted``: sums of squares are weighted, sum w2_i r_i^2 (``w2`` = w^2 per point);
     otherwise ``w2`` is not read and the sums are the plain ones.
@@ -458,6 +653,17 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                 _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
                             nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, jnorm[t, l], ju[t, l],
                             buf_th, buf_f, buf_bg, tbg, dx, w2, weighted)
+            m = lin.size
+            if m > 0 and lon[l] > 0:
+                _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb,
+                                         logm, nb, K, ct, bgt, ordered, lin, m, False, cchol, cscale, lacc, ltried,
+                                         lin_z[t, l, 0], lin_z[t, l, 0], lin_u[t, l, 0], buf_th, lw_th, lw_A, lw_c,
+                                         lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
+            if m > 0 and cscale[l] > 0:
+                _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa,
+                                         pb, logm, nb, K, ct, bgt, ordered, lin, m, True, cchol, cscale, cacc,
+                                         ctried, lin_z[t, l, 1], lin_z[t, l, 2], lin_u[t, l, 1], buf_th, lw_th,
+                                         lw_A, lw_c, lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
         # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
         for l in range(sweep % 2, L - 1, 2):
             sa = slot_of[l]
@@ -492,10 +698,11 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
 
 # ===================================================================== numpy reference
 def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, normals, uniforms, ex_u,
-                    prior_draws, sweep0, thin, refresh, jnorm, ju, w2=None):
+                    prior_draws, sweep0, thin, refresh, jnorm, ju, w2=None, lin=None, lin_z=None, lin_u=None):
     """NumPy implementation of :func:`run_block` (same random inputs, same updates).
 
     ``w2``: squared per-point weights (weighted sums of squares), None for the plain ones.
+    ``lin``, ``lin_z``, ``lin_u``: the conditional-linear moves (see :func:`run_block`); None: none.
     Returns (energies (nsw, L), samples (n, L, P)); ``state`` is updated in place.
     """
     wsq = np.ones(x.size) if w2 is None else np.asarray(w2, float)
@@ -555,6 +762,92 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
             st.theta[s] = new
             recompute(s)
             st.jacc[l] += 1
+    lin = np.zeros(0, np.int64) if lin is None else np.asarray(lin)
+    m = lin.size
+
+    def design(th):
+        """(A (m, N), c (N,)): f = c + A^T theta[lin]."""
+        th0 = th.copy()
+        th0[lin] = 0.0
+        c = model.background(x, th0)
+        A = np.zeros((m, N))
+        for i, j in enumerate(lin):
+            if j < nb:
+                e = th0.copy()
+                e[j] = 1.0
+                A[i] = model.background(x, e) - c
+            else:
+                lo, hi = window(th[j + 1], th[j + 2])
+                A[i, lo:hi] = component(ct, 1.0, th[j + 1], th[j + 2], x[lo:hi])
+        for k in range(K):
+            base = nb + 3 * k
+            if base not in lin:
+                lo, hi = window(th[base + 1], th[base + 2])
+                c[lo:hi] += component(ct, th[base], th[base + 1], th[base + 2], x[lo:hi])
+        return A, c
+
+    def gaussian(th):
+        """(mu, R, log det R) of beta's Gaussian at th, or None when G is not positive definite."""
+        A, c = design(th)
+        G = (A * wsq) @ A.T
+        G[np.diag_indices(m)] *= 1.0 + 1e-10
+        try:
+            R = np.linalg.cholesky(G)
+        except np.linalg.LinAlgError:
+            return None
+        mu = np.linalg.solve(G, (A * wsq) @ (y - c))
+        return mu, R, float(np.sum(np.log(np.diag(R)))), A, c
+
+    def log_q(beta, g, bl):
+        mu, R, ld = g[:3]
+        return 0.5 * m * math.log(bl) + ld - 0.5 * bl * float(np.sum((R.T @ (beta - mu)) ** 2))
+
+    def linear_reference(l, s, bl, collapsed, z, zl, u):
+        if collapsed:
+            st.ctried[l] += 1
+        else:
+            st.ltried[l] += 1
+        old = st.theta[s]
+        new = old.copy()
+        dlp = ljac = 0.0
+        if collapsed:
+            moved = (codes != 0) & (np.diag(st.cchol[l]) != 0)
+            d = st.cscale[l] * (st.cchol[l] @ z)
+            new = np.where(moved, np.where(logm, old * np.exp(d), old + d), old)
+            for j in np.flatnonzero(moved):
+                lpn = float(priors[j].logpdf(new[j]))
+                if lpn == -np.inf:
+                    return
+                dlp += lpn - float(priors[j].logpdf(old[j]))
+            ljac = float(np.sum(np.where(moved & logm, d, 0.0)))
+            if model.ordered and K > 1 and np.any(np.diff(new[nb + 1::3]) <= 0):
+                return
+            g_old = gaussian(old)
+            if g_old is None:
+                return
+        g = gaussian(new)
+        if g is None:
+            return
+        lq_old = log_q(old[lin], g_old if collapsed else g, bl)
+        mu, R, ld, A, c = g
+        beta = mu + np.linalg.solve(R.T, zl[:m] / math.sqrt(bl))
+        lq_new = 0.5 * m * math.log(bl) + ld - 0.5 * float(np.sum(zl[:m] ** 2))
+        for i, j in enumerate(lin):
+            lpn = float(priors[j].logpdf(beta[i]))
+            if lpn == -np.inf:
+                return
+            dlp += lpn - float(priors[j].logpdf(old[j]))
+        new[lin] = beta
+        sse_new = float(np.sum(wsq * (y - c - beta @ A) ** 2))
+        lu = math.log(u) if u > 0 else -np.inf
+        if lu < -0.5 * bl * (sse_new - st.sse[s]) + dlp + ljac + lq_old - lq_new:
+            st.theta[s] = new
+            recompute(s)
+            if collapsed:
+                st.cacc[l] += 1
+            else:
+                st.lacc[l] += 1
+
     energies = np.empty((normals.shape[0], L))
     samples = []
     for t in range(normals.shape[0]):
@@ -615,6 +908,10 @@ def sweep_reference(x, y, bvals, state: "ChainState", model: SpectralModel, norm
                         st.acc[l, j] += 1
             if st.jscale[l] > 0:
                 joint_reference(l, s, bl, jnorm[t, l], ju[t, l])
+            if m > 0 and st.lon[l] > 0:
+                linear_reference(l, s, bl, False, None, lin_z[t, l, 0], lin_u[t, l, 0])
+            if m > 0 and st.cscale[l] > 0:
+                linear_reference(l, s, bl, True, lin_z[t, l, 1], lin_z[t, l, 2], lin_u[t, l, 1])
         for l in range(sweep % 2, L - 1, 2):
             sa, sb = st.slot_of[l], st.slot_of[l + 1]
             st.ex_tried[l] += 1
@@ -663,9 +960,17 @@ class ChainState:
     jacc: np.ndarray  # (L,)
     jtried: np.ndarray  # (L,)
     burn: np.ndarray  # (n, L, P) recent burn-in draws for the joint-move covariance
+    cchol: np.ndarray  # (L, P, P) collapsed-move factor (nonlinear parameters only)
+    cscale: np.ndarray  # (L,) collapsed-move scale; 0 = none yet
+    lacc: np.ndarray  # (L,) linear block moves accepted / tried
+    ltried: np.ndarray
+    cacc: np.ndarray  # (L,) collapsed moves accepted / tried
+    ctried: np.ndarray
+    lon: np.ndarray  # (L,) 1: linear block moves on; 0: off (never accepted there during burn-in)
 
     ARRAYS = ("theta", "resid", "comp", "bgv", "bgp", "win", "sse", "slot_of", "step", "acc", "tried",
-              "ex_acc", "ex_tried", "slot_dir", "round_trips", "chol", "jscale", "jacc", "jtried", "burn")
+              "ex_acc", "ex_tried", "slot_dir", "round_trips", "chol", "jscale", "jacc", "jtried", "burn",
+              "cchol", "cscale", "lacc", "ltried", "cacc", "ctried", "lon")
 
     def copy(self) -> "ChainState":
         return ChainState(*(getattr(self, a).copy() for a in self.ARRAYS))
@@ -695,7 +1000,9 @@ def initial_state(x, y, model: SpectralModel, bvals: np.ndarray, rng: np.random.
         ex_acc=np.zeros(max(L - 1, 1), np.int64), ex_tried=np.zeros(max(L - 1, 1), np.int64),
         slot_dir=np.zeros(L, np.int64), round_trips=np.zeros(L, np.int64),
         chol=np.zeros((L, P, P)), jscale=np.zeros(L), jacc=np.zeros(L, np.int64), jtried=np.zeros(L, np.int64),
-        burn=np.zeros((0, L, P)),
+        burn=np.zeros((0, L, P)), cchol=np.zeros((L, P, P)), cscale=np.zeros(L),
+        lacc=np.zeros(L, np.int64), ltried=np.zeros(L, np.int64), cacc=np.zeros(L, np.int64),
+        ctried=np.zeros(L, np.int64), lon=np.ones(L),
     )
     for j, p in enumerate(model.priors):
         if p.log_moves:
@@ -760,19 +1067,24 @@ class ChainResult:
     step: np.ndarray
     n_points: int
     joint_acceptance: np.ndarray | None = None  # (L,) production acceptance of the joint moves
+    linear_acceptance: np.ndarray | None = None  # (L,) of the linear block moves (nan: none tried)
+    collapsed_acceptance: np.ndarray | None = None  # (L,) of the collapsed moves (nan: none tried)
     state: "ChainState | None" = None  # where the chain stopped (to extend it)
     rng_state: dict | None = None
     sweep: int = 0
 
 
-def _draw_block(rng, model, L, P, nsw):
+def _draw_block(rng, model, L, P, nsw, linear: bool = False):
     normals = rng.standard_normal((nsw, L, P))
     uniforms = rng.random((nsw, L, P))
     ex_u = rng.random((nsw, max(L - 1, 1)))
     prior = model.sample_prior(rng, nsw)
     jnorm = rng.standard_normal((nsw, L, P))
     ju = rng.random((nsw, L))
-    return normals, uniforms, ex_u, prior, jnorm, ju
+    # drawn last and only with conditional-linear moves, so chains without them are unchanged
+    lin_z = rng.standard_normal((nsw, L, 3, P)) if linear else np.zeros((nsw, L, 3, 0))
+    lin_u = rng.random((nsw, L, 2)) if linear else np.zeros((nsw, L, 2))
+    return normals, uniforms, ex_u, prior, jnorm, ju, lin_z, lin_u
 
 
 @dataclass
@@ -787,6 +1099,8 @@ class _Workspace:
     tbg: np.ndarray  # (3, N)
     dx: float  # uniform grid step (0 when the grid is not uniform)
     w2: np.ndarray | None = None  # squared per-point weights (None: unweighted)
+    lin: np.ndarray | None = None  # free linear parameters (empty: no conditional-linear moves)
+    lin_scratch: tuple = ()  # (th (P,), A (P, N), c (N,), G (P, P), R (P, P), vec (3, P))
 
     @property
     def weighted(self) -> bool:
@@ -797,12 +1111,15 @@ class _Workspace:
         return self.w2 if self.w2 is not None else self.buf_new  # not read when unweighted
 
 
-def make_workspace(x, model: SpectralModel, weights=None) -> _Workspace:
-    """The kernel's arrays and scratch buffers for ``model`` on the grid ``x`` (``weights``: see :func:`run_chain`)."""
+def make_workspace(x, model: SpectralModel, weights=None, linear_moves: bool = True) -> _Workspace:
+    """The kernel's arrays and scratch buffers for ``model`` on the grid ``x`` (``weights``: see :func:`run_chain`;
+    ``linear_moves``: conditional-linear moves on the model's linear parameters)."""
     P, N = model.n_params, x.size
     w2, weighted = squared_weights(weights, N)
+    lin = model.linear_indices() if linear_moves else np.zeros(0, np.int64)
+    scratch = (np.zeros(P), np.zeros((P, N)), np.zeros(N), np.zeros((P, P)), np.zeros((P, P)), np.zeros((3, P)))
     return _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
-                      uniform_step(x), w2 if weighted else None)
+                      uniform_step(x), w2 if weighted else None, lin, scratch)
 
 
 def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: np.random.SeedSequence,
@@ -842,10 +1159,10 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
         st = initial_state(x, y, model, bvals, rng, start, weights)
         sweep, energies, samples = 0, [], []
     total = settings.burn_in + settings.sweeps
-    work = make_workspace(x, model, weights)
+    work = make_workspace(x, model, weights, settings.linear_moves)
     nblk = settings.block
     while sweep < total:
-        draws = _draw_block(rng, model, L, P, nblk)
+        draws = _draw_block(rng, model, L, P, nblk, work.lin.size > 0)
         burning = sweep < settings.burn_in
         thin = 1 if burning else settings.thin  # every burn-in sweep feeds the joint-move covariance
         e_out, s_out = _run_one_block(x, y, bvals, model, settings, st, draws, sweep, thin, work, use_kernel)
@@ -867,7 +1184,7 @@ def run_chain(x, y, model: SpectralModel, bvals, settings: ChainSettings, seed: 
 def _run_one_block(x, y, bvals, model: SpectralModel, settings: ChainSettings, st: ChainState, draws, sweep: int,
                    thin: int, work: _Workspace, use_kernel: bool):
     """Advance the chain by one block of sweeps (kernel or NumPy reference); return its energies and kept draws."""
-    normals, uniforms, ex_u, prior, jnorm, ju = draws
+    normals, uniforms, ex_u, prior, jnorm, ju, lin_z, lin_u = draws
     L, P = bvals.size, model.n_params
     nblk = settings.block
     codes, pa, pb, logm = work.kernel_arrays
@@ -881,11 +1198,12 @@ def _run_one_block(x, y, bvals, model: SpectralModel, settings: ChainSettings, s
                        st.acc, st.tried, st.ex_acc, st.ex_tried, st.slot_dir, st.round_trips,
                        e_out, thin, s_out, settings.refresh, work.buf_new, work.buf_bg,
                        st.chol, st.jscale, st.jacc, st.jtried, jnorm, ju, work.buf_th, work.buf_f, work.tbg, work.dx,
-                       work.w2_kernel, work.weighted)
+                       work.w2_kernel, work.weighted, work.lin, lin_z, lin_u, st.cchol, st.cscale, st.lacc,
+                       st.ltried, st.cacc, st.ctried, st.lon, *work.lin_scratch)
         s_out = s_out[:ns]
     else:
         e_out, s_out = sweep_reference(x, y, bvals, st, model, normals, uniforms, ex_u, prior, sweep,
-                                       thin, settings.refresh, jnorm, ju, work.w2)
+                                       thin, settings.refresh, jnorm, ju, work.w2, work.lin, lin_z, lin_u)
     return e_out, s_out
 
 
@@ -895,9 +1213,10 @@ def _end_burn_in_block(st: ChainState, model: SpectralModel, settings: ChainSett
     st.burn = np.concatenate([st.burn, s_out])[-settings.joint_window:]
     if sweep % settings.adapt_every == 0:
         _adapt(st, settings.target_acceptance)
-        _adapt_joint(st, model, settings)
+        _adapt_joint(st, model, settings, sweep)
     if sweep == settings.burn_in:
-        for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips", "jacc", "jtried"):
+        for a in ("acc", "tried", "ex_acc", "ex_tried", "round_trips", "jacc", "jtried", "lacc", "ltried", "cacc",
+                  "ctried"):
             getattr(st, a)[...] = 0
         st.burn = st.burn[:0]
 
@@ -907,13 +1226,15 @@ def _chain_result(st: ChainState, bvals, energies: list, samples: list, L: int, 
     with np.errstate(invalid="ignore", divide="ignore"):
         accr = np.where(st.tried > 0, st.acc / np.maximum(st.tried, 1), np.nan)
         exr = st.ex_acc / np.maximum(st.ex_tried, 1)
+        lrate = np.where(st.ltried > 0, st.lacc / np.maximum(st.ltried, 1), np.nan)
+        crate = np.where(st.ctried > 0, st.cacc / np.maximum(st.ctried, 1), np.nan)
     return ChainResult(bvals, np.concatenate(energies) if energies else np.empty((0, L)),
                        np.concatenate(samples) if samples else np.empty((0, L, P)),
                        accr, exr[: L - 1], st.round_trips.copy(), st.step.copy(), N,
-                       st.jacc / np.maximum(st.jtried, 1))
+                       st.jacc / np.maximum(st.jtried, 1), lrate, crate)
 
 
-def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings") -> None:
+def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings", sweep: int = 0) -> None:
     """Joint moves: proposal covariance from recent burn-in draws (moved coordinates), scale
     adapted toward ``joint_target`` acceptance; starts once ``joint_min`` draws are there."""
     n = st.burn.shape[0]
@@ -924,6 +1245,8 @@ def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings"
     u = st.burn.copy()
     u[:, :, logm] = np.log(np.maximum(u[:, :, logm], 1e-300))
     d = int(free.sum())
+    if settings.linear_moves:
+        _adapt_collapsed(st, model, settings, u, free, sweep)
     for l in range(1, st.theta.shape[0]):
         cov = np.cov(u[:, l, free], rowvar=False).reshape(d, d)
         cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
@@ -941,6 +1264,55 @@ def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings"
             st.jscale[l] *= math.exp(2.0 * (rate - settings.joint_target))
     st.jacc[...] = 0
     st.jtried[...] = 0
+
+
+OFF_AFTER = 50  # see _adapt_collapsed
+
+
+def _adapt_collapsed(st: ChainState, model: SpectralModel, settings: "ChainSettings", u: np.ndarray,
+                     free: np.ndarray, sweep: int) -> None:
+    """Collapsed moves: covariance of the nonlinear free parameters' recent burn-in draws (moved
+    coordinates: the marginal the move walks on); scale adapted toward ``joint_target``.
+
+    In the second half of burn-in, block moves are switched off for the rest of the chain at the hottest
+    temperatures up to the first one where one was accepted since the last adaptation (``OFF_AFTER`` tries
+    at least), and collapsed moves with them where they fared no better: there the likelihood's Gaussian
+    reaches far beyond the prior's support and the moves would only cost time. Decided in burn-in only, so
+    the production chain is a fixed Markov kernel.
+    """
+    nonlin = free.copy()
+    nonlin[model.linear_indices()] = False
+    d = int(nonlin.sum())
+    if model.linear_indices().size == 0:
+        return
+    if sweep >= settings.burn_in // 2:
+        # off from the hot end up to the first temperature where the block move was accepted: a cold replica
+        # may still sit where the Gaussian misses the support early on, a hot one always does
+        dead = (st.ltried >= OFF_AFTER) & (st.lacc == 0)
+        n_dead = int(np.argmin(dead[1:])) if not dead[1:].all() else dead.size - 1
+        st.lon[1: 1 + n_dead] = 0.0
+        # the collapsed move only where the block move is off too (elsewhere it needs a smaller scale instead)
+        st.cscale[(st.ctried >= OFF_AFTER) & (st.cacc == 0) & (st.lon == 0)] = -1.0
+    for l in range(1, st.theta.shape[0] if d else 0):
+        if st.cscale[l] < 0:
+            continue
+        cov = np.cov(u[:, l, nonlin], rowvar=False).reshape(d, d)
+        cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
+        try:
+            c = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            continue
+        full = np.zeros(st.cchol.shape[1:])
+        full[np.ix_(nonlin, nonlin)] = c
+        st.cchol[l] = full
+        if st.cscale[l] == 0:
+            st.cscale[l] = 2.38 / math.sqrt(d)
+        elif st.ctried[l] > 0:
+            st.cscale[l] *= math.exp(2.0 * (st.cacc[l] / st.ctried[l] - settings.joint_target))
+    st.cacc[...] = 0
+    st.ctried[...] = 0
+    st.lacc[...] = 0
+    st.ltried[...] = 0
 
 
 def _adapt(st: ChainState, target: float) -> None:

@@ -24,6 +24,8 @@ class ChainSettings:
     joint_window: int = 500  # burn-in sweeps whose draws estimate the joint-move covariance
     joint_min: int = 200  # joint moves start once this many burn-in draws are there
     joint_target: float = 0.25
+    # conditional-linear moves (remc): the linear parameters drawn from their Gaussian given the rest
+    linear_moves: bool = True
 
     def check(self):
         if self.block % self.thin:

@@ -72,6 +72,7 @@ def chain_settings(p: dict):
 
     settings = ChainSettings(sweeps=p["sweeps"], burn_in=p["burn_in"], thin=p["thin"], block=p["block"],
                              adapt_every=p["block"], target_acceptance=p["target_acceptance"],
+                             linear_moves=p["linear_moves"],
                              checkpoint_every=p["checkpoint_every"])
     try:
         settings.check()
