@@ -20,6 +20,12 @@ def _models():
         "peaks": (peaks_model(2), np.linspace(0.0, 3.0, 60)),
         "helicity": (helicity_model(2, 700.0, 730.0, 5.0), np.arange(700.0, 730.0, 0.2)),
         "dichroism": (dichroism_model(1, 2, 700.0, 730.0, 5.0), np.arange(700.0, 730.0, 0.2)),
+        # a fixed height: the background is not wholly linear in the free parameters (the general path)
+        "preedge_fixed_offset": (preedge_model(2, 7105.0, 7118.0, 1.0, 7121.0,
+                                               priors={"offset": {"dist": "fixed", "value": 0.05}}),
+                                 np.arange(7105.0, 7118.0, 0.25)),
+        "xanes_fixed_step": (xanes_model(1, -10.0, 30.0, 0.0, priors={"step": {"dist": "fixed", "value": 1.0}}),
+                             np.arange(-10.0, 30.0, 0.5)),
     }
 
 
@@ -43,8 +49,12 @@ def test_design_reproduces_the_model(which):
     P, N = model.n_params, x.size
     for theta in model.sample_prior(rng, 5):
         A, c = np.zeros((P, N)), np.zeros(N)
+        cw = np.zeros((P, 2), np.int64)
         remc._design(model.bg_type, model.comp_type, theta, x, model.nb, model.K, lin, lin.size,
-                     remc.uniform_step(x), np.zeros(P), np.zeros((3, N)), np.zeros(N), A, c)
+                     remc.uniform_step(x), np.zeros(P), np.zeros((3, N)), np.zeros(N), A, c, cw)
+        # outside its window a column is zero
+        for i in range(lin.size):
+            assert not np.any(A[i, : cw[i, 0]]) and not np.any(A[i, cw[i, 1]:])
         f = c + theta[lin] @ A[: lin.size]
         ref = model.evaluate(x, theta)
         np.testing.assert_allclose(f, ref, rtol=1e-9, atol=1e-11 * np.max(np.abs(ref)))

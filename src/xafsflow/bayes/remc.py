@@ -348,27 +348,58 @@ def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, p
 #     at once instead of holding the move back. Its ratio includes q(beta | old) / q(beta' | new).
 # Both are exact for any proposal Gaussian, so the ratio is always computed in full.
 @njit(cache=True)
-def _design(bgt, ct, th, x, nb, K, lin, m, dx, tmp_th, parts, buf, A, c):
-    """A[:m] = f per unit of each free linear parameter at ``th``; c = f with those parameters at 0."""
+def _design(bgt, ct, th, x, nb, K, lin, m, dx, tmp_th, parts, buf, A, c, cw):
+    """A[:m] = f per unit of each free linear parameter at ``th``; c = f with those parameters at 0;
+    cw[i] = (lo, hi): column i is zero outside lo:hi (a component's window; the whole grid otherwise)."""
     N = x.size
     for j in range(th.size):
         tmp_th[j] = th[j]
+    n_bg = 0
     for i in range(m):
         tmp_th[lin[i]] = 0.0
-    _bg_fill(bgt, tmp_th, x, parts, c)
+        if lin[i] < nb:
+            n_bg += 1
+    # both backgrounds are linear in all their heights: with all of them free, c has no background part
+    # and the columns are the step, line, 1 and x - x_ref (one arctan pass)
+    whole = bgt == 0 or (bgt == 1 and n_bg == 2) or (bgt == 2 and n_bg == 3)
+    if whole:
+        for n in range(N):
+            c[n] = 0.0
+        if bgt != 0:
+            tmp_th[0] = 1.0
+            _bg_step(tmp_th, x, parts[0])
+            tmp_th[0] = 0.0
+            if bgt == 1:
+                _bg_line(tmp_th, x, parts[1], parts[2])
+    else:
+        _bg_fill(bgt, tmp_th, x, parts, c)
     for i in range(m):
         j = lin[i]
         for n in range(N):
             A[i, n] = 0.0
-        if j < nb:
+        cw[i, 0] = 0
+        cw[i, 1] = N
+        if j >= nb:
+            lo, hi = _window(ct, x, th[j + 1], th[j + 2])
+            _fill_component(ct, 1.0, th[j + 1], th[j + 2], x, lo, hi, dx, A[i], False)
+            cw[i, 0] = lo
+            cw[i, 1] = hi
+        elif whole:
+            for n in range(N):
+                if j == 0:
+                    A[i, n] = parts[0, n]
+                elif bgt == 1:  # white-line area
+                    A[i, n] = th[6] * parts[1, n] + (1.0 - th[6]) * parts[2, n]
+                elif j == 3:  # offset
+                    A[i, n] = 1.0
+                else:  # slope
+                    A[i, n] = x[n] - th[5]
+        else:
             tmp_th[j] = 1.0
             _bg_fill(bgt, tmp_th, x, parts, buf)
             tmp_th[j] = 0.0
             for n in range(N):
                 A[i, n] = buf[n] - c[n]
-        else:
-            lo, hi = _window(ct, x, th[j + 1], th[j + 2])
-            _fill_component(ct, 1.0, th[j + 1], th[j + 2], x, lo, hi, dx, A[i], False)
     for k in range(K):
         base = nb + 3 * k
         free = False
@@ -381,20 +412,20 @@ def _design(bgt, ct, th, x, nb, K, lin, m, dx, tmp_th, parts, buf, A, c):
 
 
 @njit(cache=True)
-def _gaussian(A, c, y, w2, weighted, m, G, R, h, mu):
-    """G = A W A^T (+ 1e-10 of its diagonal), R its lower Cholesky factor, mu = G^-1 A W (y - c).
+def _gaussian(A, c, cw, y, w2, weighted, m, G, R, h, mu):
+    """G = A W A^T (+ 1e-10 of its diagonal), R its lower Cholesky factor, mu = G^-1 A W (y - c);
+    sums only where both columns are nonzero (``cw``, see :func:`_design`).
 
     Returns sum(log diag R), or nan when G is not positive definite (the move is then skipped)."""
-    N = y.size
     for i in range(m):
         for j in range(i + 1):
             acc = 0.0
-            for n in range(N):
+            for n in range(max(cw[i, 0], cw[j, 0]), min(cw[i, 1], cw[j, 1])):
                 acc += A[i, n] * A[j, n] * (w2[n] if weighted else 1.0)
             G[i, j] = acc
             G[j, i] = acc
         acc = 0.0
-        for n in range(N):
+        for n in range(cw[i, 0], cw[i, 1]):
             acc += A[i, n] * (y[n] - c[n]) * (w2[n] if weighted else 1.0)
         h[i] = acc
     logdet = 0.0
@@ -440,7 +471,7 @@ def _log_q(beta, mu, R, m, bl, logdet):
 @njit(cache=True)
 def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
                              nb, K, ct, bgt, ordered, lin, m, collapsed, cchol, cscale, acc, tried, z, zl, u,
-                             buf_th, tmp_th, A, cvec, G, R, vec, buf_f, buf_bg, tbg, dx, w2, weighted):
+                             buf_th, tmp_th, A, cvec, cw, G, R, vec, buf_f, buf_bg, tbg, dx, w2, weighted):
     """One linear block move (``collapsed`` False) or collapsed move (True) of replica ``l``; see above."""
     P = theta.shape[1]
     N = x.size
@@ -474,15 +505,15 @@ def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, 
                 if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
                     return
         # reverse proposal: beta's Gaussian at the current nonlinear parameters
-        _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec)
-        ld_old = _gaussian(A, cvec, y, w2, weighted, m, G, R, h, mu)
+        _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
+        ld_old = _gaussian(A, cvec, cw, y, w2, weighted, m, G, R, h, mu)
         if ld_old != ld_old:
             return
         for i in range(m):
             beta[i] = theta[s, lin[i]]
         lq_old = _log_q(beta, mu, R, m, bl, ld_old)
-    _design(bgt, ct, buf_th, x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec)
-    ld = _gaussian(A, cvec, y, w2, weighted, m, G, R, h, mu)
+    _design(bgt, ct, buf_th, x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
+    ld = _gaussian(A, cvec, cw, y, w2, weighted, m, G, R, h, mu)
     if ld != ld:
         return
     if not collapsed:
@@ -514,7 +545,7 @@ def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, 
         buf_f[n] = cvec[n]
     for i in range(m):
         bi = beta[i]
-        for n in range(N):
+        for n in range(cw[i, 0], cw[i, 1]):
             buf_f[n] += bi * A[i, n]
     sse_new = _sse_w(y, buf_f, w2) if weighted else _sse(y, buf_f)
     lu = math.log(u) if u > 0 else -np.inf
@@ -532,8 +563,8 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
               acc, tried, ex_acc, ex_tried, slot_dir, round_trips,
               energies_out, thin, samples_out, refresh, buf_new, buf_bg,
               chol, jscale, jacc, jtried, jnorm, ju, buf_th, buf_f, tbg, dx, w2, weighted,
-              lin, lin_z, lin_u, cchol, cscale, lacc, ltried, cacc, ctried, lon, lw_th, lw_A, lw_c, lw_G, lw_R,
-              lw_vec):
+              lin, lin_z, lin_u, cchol, cscale, lacc, ltried, cacc, ctried, lon, lw_th, lw_A, lw_c, lw_cw, lw_G,
+              lw_R, lw_vec):
     """Run ``normals.shape[0]`` sweeps in place; returns the number of samples recorded.
 
     ``lin`` (the free linear parameters; empty: no conditional-linear moves): each replica
@@ -658,12 +689,12 @@ def run_block(x, y, bvals, theta, resid, comp, bgv, bgp, win, sse, slot_of, step
                 _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb,
                                          logm, nb, K, ct, bgt, ordered, lin, m, False, cchol, cscale, lacc, ltried,
                                          lin_z[t, l, 0], lin_z[t, l, 0], lin_u[t, l, 0], buf_th, lw_th, lw_A, lw_c,
-                                         lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
+                                         lw_cw, lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
             if m > 0 and cscale[l] > 0:
                 _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa,
                                          pb, logm, nb, K, ct, bgt, ordered, lin, m, True, cchol, cscale, cacc,
                                          ctried, lin_z[t, l, 1], lin_z[t, l, 2], lin_u[t, l, 1], buf_th, lw_th,
-                                         lw_A, lw_c, lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
+                                         lw_A, lw_c, lw_cw, lw_G, lw_R, lw_vec, buf_f, buf_bg, tbg, dx, w2, weighted)
         # exchanges between neighbours: even pairs on even sweeps, odd pairs on odd sweeps
         for l in range(sweep % 2, L - 1, 2):
             sa = slot_of[l]
@@ -1100,7 +1131,7 @@ class _Workspace:
     dx: float  # uniform grid step (0 when the grid is not uniform)
     w2: np.ndarray | None = None  # squared per-point weights (None: unweighted)
     lin: np.ndarray | None = None  # free linear parameters (empty: no conditional-linear moves)
-    lin_scratch: tuple = ()  # (th (P,), A (P, N), c (N,), G (P, P), R (P, P), vec (3, P))
+    lin_scratch: tuple = ()  # (th (P,), A (P, N), c (N,), cw (P, 2), G (P, P), R (P, P), vec (3, P))
 
     @property
     def weighted(self) -> bool:
@@ -1117,7 +1148,8 @@ def make_workspace(x, model: SpectralModel, weights=None, linear_moves: bool = T
     P, N = model.n_params, x.size
     w2, weighted = squared_weights(weights, N)
     lin = model.linear_indices() if linear_moves else np.zeros(0, np.int64)
-    scratch = (np.zeros(P), np.zeros((P, N)), np.zeros(N), np.zeros((P, P)), np.zeros((P, P)), np.zeros((3, P)))
+    scratch = (np.zeros(P), np.zeros((P, N)), np.zeros(N), np.zeros((P, 2), np.int64), np.zeros((P, P)),
+               np.zeros((P, P)), np.zeros((3, P)))
     return _Workspace(model.kernel_arrays(), np.zeros(N), np.zeros(N), np.zeros(P), np.zeros(N), np.zeros((3, N)),
                       uniform_step(x), w2 if weighted else None, lin, scratch)
 
