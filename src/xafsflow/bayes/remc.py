@@ -412,6 +412,53 @@ def _design(bgt, ct, th, x, nb, K, lin, m, dx, tmp_th, parts, buf, A, c, cw):
 
 
 @njit(cache=True)
+def _design_current(s, bgt, th, x, nb, K, lin, m, comp, bgp, win, A, c, cw):
+    """:func:`_design` at a replica's current state, from its cached curves (component k / its area,
+    step / its height, the white line's parts): no transcendental function. False when the cache cannot
+    give it (a fixed height or area, or one at exactly 0): then call :func:`_design`."""
+    N = x.size
+    n_bg = 0
+    for i in range(m):
+        j = lin[i]
+        if th[j] == 0.0:
+            return False
+        if j < nb:
+            n_bg += 1
+    whole = bgt == 0 or (bgt == 1 and n_bg == 2) or (bgt == 2 and n_bg == 3)
+    if not whole or m != n_bg + K:
+        return False
+    for n in range(N):
+        c[n] = 0.0
+    for i in range(m):
+        j = lin[i]
+        if j >= nb:
+            k = (j - nb) // 3
+            lo, hi = win[s, k, 0], win[s, k, 1]
+            inv = 1.0 / th[j]
+            for n in range(lo, hi):
+                A[i, n] = comp[s, k, n] * inv
+            cw[i, 0] = lo
+            cw[i, 1] = hi
+            continue
+        cw[i, 0] = 0
+        cw[i, 1] = N
+        if j == 0:
+            inv = 1.0 / th[0]
+            for n in range(N):
+                A[i, n] = bgp[s, 0, n] * inv
+        elif bgt == 1:  # white-line area
+            for n in range(N):
+                A[i, n] = th[6] * bgp[s, 1, n] + (1.0 - th[6]) * bgp[s, 2, n]
+        elif j == 3:  # offset
+            for n in range(N):
+                A[i, n] = 1.0
+        else:  # slope
+            for n in range(N):
+                A[i, n] = x[n] - th[5]
+    return True
+
+
+@njit(cache=True)
 def _gaussian(A, c, cw, y, w2, weighted, m, G, R, h, mu):
     """G = A W A^T (+ 1e-10 of its diagonal), R its lower Cholesky factor, mu = G^-1 A W (y - c);
     sums only where both columns are nonzero (``cw``, see :func:`_design`).
@@ -505,14 +552,17 @@ def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, 
                 if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
                     return
         # reverse proposal: beta's Gaussian at the current nonlinear parameters
-        _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
+        if not _design_current(s, bgt, theta[s], x, nb, K, lin, m, comp, bgp, win, A, cvec, cw):
+            _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
         ld_old = _gaussian(A, cvec, cw, y, w2, weighted, m, G, R, h, mu)
         if ld_old != ld_old:
             return
         for i in range(m):
             beta[i] = theta[s, lin[i]]
         lq_old = _log_q(beta, mu, R, m, bl, ld_old)
-    _design(bgt, ct, buf_th, x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
+    cached = not collapsed and _design_current(s, bgt, theta[s], x, nb, K, lin, m, comp, bgp, win, A, cvec, cw)
+    if not cached:
+        _design(bgt, ct, buf_th, x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
     ld = _gaussian(A, cvec, cw, y, w2, weighted, m, G, R, h, mu)
     if ld != ld:
         return
@@ -550,9 +600,31 @@ def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, 
     sse_new = _sse_w(y, buf_f, w2) if weighted else _sse(y, buf_f)
     lu = math.log(u) if u > 0 else -np.inf
     if lu < -0.5 * bl * (sse_new - sse[s]) + dlp + ljac + lq_old - lq_new:
+        if cached:
+            # only heights and areas changed: rescale the cached curves (no transcendental function)
+            for i in range(m):
+                j = lin[i]
+                r = buf_th[j] / theta[s, j]
+                if j >= nb:
+                    k = (j - nb) // 3
+                    for n in range(win[s, k, 0], win[s, k, 1]):
+                        comp[s, k, n] *= r
+                elif j == 0:
+                    for n in range(N):
+                        bgp[s, 0, n] *= r
         for j in range(P):
             theta[s, j] = buf_th[j]
-        _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
+        if cached:
+            if bgt != 0:
+                _bg_sum(bgt, theta[s], x, bgp[s, 0], bgp[s, 1], bgp[s, 2], bgv[s])
+            for n in range(N):
+                resid[s, n] = y[n] - bgv[s, n]
+            for k in range(K):
+                for n in range(win[s, k, 0], win[s, k, 1]):
+                    resid[s, n] -= comp[s, k, n]
+            sse[s] = _sumsq_w(resid[s], w2) if weighted else _sumsq(resid[s])
+        else:
+            _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, dx, w2, weighted)
         acc[l] += 1
 
 
