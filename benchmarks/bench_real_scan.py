@@ -1,7 +1,7 @@
 """Wall time of the posterior product on measured Fe K-edge XANES, both models, whole K range (issue 8).
 
     PYTHONPATH=src python benchmarks/bench_real_scan.py [--files fe2o3_rt feo_rt1] [--models xanes preedge]
-                                                        [--schedules converge fixed] [--threads 2]
+                                                        [--schedules converge converge-nolinear fixed] [--threads 2]
 
 For each file of ``../shared/data/xdi/`` and each model: ingest and normalize as
 the workflow does (schema defaults), then ``run_posterior`` at the schema's
@@ -9,8 +9,9 @@ defaults (the ``xanes`` or ``preedge`` model, K from k_min up, growing past k_ma
 while P(K | data) stays above expand_p) on ``--threads`` Dask workers as the
 ``posterior`` rule runs it, with either the convergence stopping of the defaults
 (``converge``: chains extended until F's SE, R-hat, ESS and run agreement hold or
-the sweep budget is spent, which sets ``not_converged``) or today's fixed-length
-schedule (``fixed``: convergence off, exactly ``sweeps``). Prints per run: wall
+the sweep budget is spent, which sets ``not_converged``), the same without
+the conditional-linear moves (``converge-nolinear``, their peer), or the
+fixed-length schedule (``fixed``: convergence off, exactly ``sweeps``). Prints per run: wall
 time, the K tried and selected, P(K), worst exchange rate and R-hat of the
 selected K, and the flags, so a run that did not converge is never read as a
 result. No peer: the goal (issue 8) is a budget, under 2 minutes per real scan
@@ -40,6 +41,8 @@ def run_one(path: Path, model: str, schedule: str, threads: int, seed: int = 202
     overrides = {"posterior": {"model": model}}
     if schedule == "fixed":
         overrides["posterior"]["convergence"] = {"enabled": False}
+    if schedule == "converge-nolinear":  # the peer of the conditional-linear moves: the sampler without them
+        overrides["posterior"]["linear_moves"] = False
     params = kind_params("xanes", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -287,6 +287,40 @@ def _recompute(s, x, y, theta, resid, comp, bgv, bgp, win, sse, nb, K, ct, bgt, 
 
 
 @njit(cache=True)
+def _shift(th, chol, scale, z, codes, pa, pb, logm, nb, K, ordered, out):
+    """out = th + scale * chol @ z in the moved coordinates (log th for positive parameters) on the free
+    parameters whose row of ``chol`` has a nonzero diagonal; the others are copied.
+
+    Returns (inside the prior's support and centres still ordered, log prior ratio, log Jacobian)."""
+    dlp = 0.0
+    ljac = 0.0
+    for j in range(th.size):
+        old = th[j]
+        out[j] = old
+        if codes[j] == 0 or chol[j, j] == 0.0:
+            continue
+        d = 0.0
+        for i in range(j + 1):
+            d += chol[j, i] * z[i]
+        d *= scale
+        if logm[j]:
+            new = old * math.exp(d)
+            ljac += d
+        else:
+            new = old + d
+        dj = _dlogp(codes[j], pa[j], pb[j], new, old)
+        if dj == -np.inf:
+            return False, 0.0, 0.0
+        dlp += dj
+        out[j] = new
+    if ordered and K > 1:
+        for k in range(1, K):
+            if out[nb + 3 * k + 1] <= out[nb + 3 * (k - 1) + 1]:
+                return False, 0.0, 0.0
+    return True, dlp, ljac
+
+
+@njit(cache=True)
 def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, pa, pb, logm,
                 nb, K, ct, bgt, ordered, chol, jscale, jacc, jtried, z, u, buf_th, buf_f, buf_bg, tbg, dx,
                 w2, weighted):
@@ -295,31 +329,9 @@ def _joint_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, sse, codes, p
     P = theta.shape[1]
     N = x.size
     jtried[l] += 1
-    ljac = 0.0
-    dlp = 0.0
-    for j in range(P):
-        old = theta[s, j]
-        if codes[j] == 0:
-            buf_th[j] = old
-            continue
-        d = 0.0
-        for i in range(j + 1):
-            d += chol[l, j, i] * z[i]
-        d *= jscale[l]
-        if logm[j]:
-            new = old * math.exp(d)
-            ljac += d
-        else:
-            new = old + d
-        dj = _dlogp(codes[j], pa[j], pb[j], new, old)
-        if dj == -np.inf:
-            return
-        dlp += dj
-        buf_th[j] = new
-    if ordered and K > 1:
-        for k in range(1, K):
-            if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
-                return
+    ok, dlp, ljac = _shift(theta[s], chol[l], jscale[l], z, codes, pa, pb, logm, nb, K, ordered, buf_th)
+    if not ok:
+        return
     _bg_fill(bgt, buf_th, x, tbg, buf_bg)
     for i in range(N):
         buf_f[i] = buf_bg[i]
@@ -529,28 +541,10 @@ def _conditional_linear_move(l, s, bl, x, y, theta, resid, comp, bgv, bgp, win, 
     for j in range(P):
         buf_th[j] = theta[s, j]
     if collapsed:
-        for j in range(P):
-            old = theta[s, j]
-            if codes[j] == 0 or cchol[l, j, j] == 0.0:
-                continue  # fixed, or linear (cchol is zero on the linear parameters)
-            d = 0.0
-            for i in range(j + 1):
-                d += cchol[l, j, i] * z[i]
-            d *= cscale[l]
-            if logm[j]:
-                new = old * math.exp(d)
-                ljac += d
-            else:
-                new = old + d
-            dj = _dlogp(codes[j], pa[j], pb[j], new, old)
-            if dj == -np.inf:
-                return
-            dlp += dj
-            buf_th[j] = new
-        if ordered and K > 1:
-            for k in range(1, K):
-                if buf_th[nb + 3 * k + 1] <= buf_th[nb + 3 * (k - 1) + 1]:
-                    return
+        # cchol is zero on the linear parameters: they stay, to be redrawn below
+        ok, dlp, ljac = _shift(theta[s], cchol[l], cscale[l], z, codes, pa, pb, logm, nb, K, ordered, buf_th)
+        if not ok:
+            return
         # reverse proposal: beta's Gaussian at the current nonlinear parameters
         if not _design_current(s, bgt, theta[s], x, nb, K, lin, m, comp, bgp, win, A, cvec, cw):
             _design(bgt, ct, theta[s], x, nb, K, lin, m, dx, tmp_th, tbg, buf_bg, A, cvec, cw)
