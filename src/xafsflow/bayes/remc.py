@@ -4,8 +4,11 @@ L replicas sit on a ladder of noise precisions b_0 = 0 < b_1 < ... < b_{L-1}:
 replica l samples p(theta) exp(-N b_l E(theta)) with E = (1/2N) sum (y - f)^2.
 Replica 0 draws exact, independent samples from the prior every sweep. The
 others make one Metropolis update per parameter per sweep (random walk, on a
-log scale for positive parameters with the Jacobian in the ratio), then
-adjacent replicas try to exchange (even pairs on even sweeps, odd on odd).
+log scale for positive parameters with the Jacobian in the ratio), one joint
+move of all parameters once burn-in has a covariance for it, and, with
+``ChainSettings.linear_moves``, a linear block move and a collapsed move (see
+"Conditional-linear moves" below); then adjacent replicas try to exchange
+(even pairs on even sweeps, odd on odd).
 
 The model is updated incrementally: moving one Gaussian recomputes it only
 where it or its previous position is not negligible (|x - centre| < Z_CUT sd,
