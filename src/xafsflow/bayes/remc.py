@@ -1349,22 +1349,37 @@ def _adapt_joint(st: ChainState, model: SpectralModel, settings: "ChainSettings"
     if settings.linear_moves:
         _adapt_collapsed(st, model, settings, u, free, sweep)
     for l in range(1, st.theta.shape[0]):
-        cov = np.cov(u[:, l, free], rowvar=False).reshape(d, d)
-        cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
-        try:
-            c = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
+        full = _proposal_factor(u[:, l], free)
+        if full is None:
             continue
-        full = np.zeros(st.chol.shape[1:])
-        full[np.ix_(free, free)] = c
         st.chol[l] = full
-        if st.jscale[l] == 0:
-            st.jscale[l] = 2.38 / math.sqrt(d)
-        elif st.jtried[l] > 0:
-            rate = st.jacc[l] / st.jtried[l]
-            st.jscale[l] *= math.exp(2.0 * (rate - settings.joint_target))
+        st.jscale[l] = _adapted_scale(st.jscale[l], st.jacc[l], st.jtried[l], d, settings.joint_target)
     st.jacc[...] = 0
     st.jtried[...] = 0
+
+
+def _adapted_scale(scale: float, accepted: int, tried: int, d: int, target: float) -> float:
+    """A joint proposal's scale: 2.38 / sqrt(d) to start, then a Robbins-Monro step toward ``target``."""
+    if scale == 0:
+        return 2.38 / math.sqrt(d)
+    if tried > 0:
+        return scale * math.exp(2.0 * (accepted / tried - target))
+    return scale
+
+
+def _proposal_factor(u: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """(P, P) lower Cholesky factor of the covariance of the draws ``u`` (n, P) over the parameters in
+    ``mask`` (a tiny ridge added), zero elsewhere; None when it is not positive definite."""
+    d = int(mask.sum())
+    cov = np.cov(u[:, mask], rowvar=False).reshape(d, d)
+    cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
+    try:
+        c = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    full = np.zeros((u.shape[1], u.shape[1]))
+    full[np.ix_(mask, mask)] = c
+    return full
 
 
 OFF_AFTER = 50  # see _adapt_collapsed
@@ -1395,21 +1410,11 @@ def _adapt_collapsed(st: ChainState, model: SpectralModel, settings: "ChainSetti
         # the collapsed move only where the block move is off too (elsewhere it needs a smaller scale instead)
         st.cscale[(st.ctried >= OFF_AFTER) & (st.cacc == 0) & (st.lon == 0)] = -1.0
     for l in range(1, st.theta.shape[0] if d else 0):
-        if st.cscale[l] < 0:
+        full = None if st.cscale[l] < 0 else _proposal_factor(u[:, l], nonlin)
+        if full is None:
             continue
-        cov = np.cov(u[:, l, nonlin], rowvar=False).reshape(d, d)
-        cov += np.eye(d) * (1e-10 * np.trace(cov) / d + 1e-300)
-        try:
-            c = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            continue
-        full = np.zeros(st.cchol.shape[1:])
-        full[np.ix_(nonlin, nonlin)] = c
         st.cchol[l] = full
-        if st.cscale[l] == 0:
-            st.cscale[l] = 2.38 / math.sqrt(d)
-        elif st.ctried[l] > 0:
-            st.cscale[l] *= math.exp(2.0 * (st.cacc[l] / st.ctried[l] - settings.joint_target))
+        st.cscale[l] = _adapted_scale(st.cscale[l], st.cacc[l], st.ctried[l], d, settings.joint_target)
     st.cacc[...] = 0
     st.ctried[...] = 0
     st.lacc[...] = 0
