@@ -3,6 +3,7 @@ the NumPy reference, known simulated truth and dynesty."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -252,7 +253,7 @@ def test_bad_spectra_are_input_errors(case):
         y[5] = np.nan
         match = "non-finite"
     elif case == "few":
-        x, y = x[:17], y[:17]  # 9 parameters need 18 points
+        x, y = x[:5], y[:5]  # K = 1 (3 parameters) needs 6 points
         match = "cannot support K"
     elif case == "order":
         x = x.copy()
@@ -263,6 +264,21 @@ def test_bad_spectra_are_input_errors(case):
         match = "K range"
     with pytest.raises(InputError, match=match):
         analyse(x, y, spec, 1, "bad")
+
+
+def test_k_max_beyond_the_points_is_lowered():
+    """20 points support 10 parameters: K = 3 Gaussians (9) but not 4; k_max 6 becomes 3, recorded."""
+    x, y = nagata_data(1)
+    x, y = x[::15][:20], y[::15][:20]
+    spec = PosteriorSpec(model="peaks", k_min=1, k_max=6, k_limit=8, replicas=6, runs=1, sigma=0.1,
+                         settings=ChainSettings(sweeps=50, burn_in=50, block=50, checkpoint_every=50),
+                         tuning=LadderTuning(enabled=False), convergence=Convergence(enabled=False), expand_p=0.0)
+    lines = []
+    res = analyse(x, y, spec, 1, "coarse", progress=lines.append)
+    assert res.ks == [1, 2, 3] and res.k_max_by_points == 3  # expand_p = 0 would grow K: the points stop it
+    assert any("k_max lowered to 3" in ln for ln in lines)
+    full = analyse(*nagata_data(1), dataclasses.replace(spec, k_max=1, k_limit=1), 1, "full")
+    assert full.k_max_by_points is None
 
 
 @pytest.mark.parametrize("spec", [

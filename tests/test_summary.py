@@ -79,7 +79,7 @@ def test_step_error_line_is_the_reason_and_a_finished_scan_is_ok(campaign, tmp_p
     layout, sheet = campaign
     log = layout.log("posterior", "feo")
     log.parent.mkdir(parents=True, exist_ok=True)
-    bad = dict(analysis_defaults("xanes")["posterior"], k_max=30)  # more parameters than points in the window
+    bad = dict(analysis_defaults("xanes")["posterior"], k_min=30, k_max=30)  # more parameters than points in the window
     with open(log, "w") as fh:
         p = subprocess.run(_posterior_cmd(layout, "feo", bad), stdout=fh, stderr=fh)
     assert p.returncode == 2
@@ -91,7 +91,7 @@ def test_step_error_line_is_the_reason_and_a_finished_scan_is_ok(campaign, tmp_p
     assert subprocess.run(_posterior_cmd(layout, "hematite", ok), capture_output=True).returncode == 0
     rows = {r["scan_id"]: r for r in write_summary(layout.root, sheet, tmp_path / "s.tsv")}
     assert rows["feo"]["status"] == "failed"
-    assert rows["feo"]["reason"].startswith("posterior: ") and "cannot support K up to 30" in rows["feo"]["reason"]
+    assert rows["feo"]["reason"].startswith("posterior: ") and "cannot support K = 30" in rows["feo"]["reason"]
     assert rows["hematite"]["status"] == "ok" and rows["hematite"]["posterior.K"] == "1"
     # K = 1 is the only K tried, so it is the largest: flagged, namespaced
     assert "posterior.k_at_limit(K=1)" in rows["hematite"]["flags"].split(",")

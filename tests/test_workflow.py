@@ -194,9 +194,9 @@ def test_bad_config_stops_the_dry_run_with_one_message(workdir, analysis, words)
 def test_k_range_the_data_cannot_support_stops_the_dry_run(workdir, shared):
     sheet = workdir / "real.tsv"
     sheet.write_text("scan_id\tkind\tpath\tformat\nhematite\txanes\t../shared/data/xdi/fe2o3_rt.xdi\txdi\n")
-    cfg = _config_with(workdir, "  xanes:\n    posterior: {k_max: 100000}\n", sheet="real.tsv", generate=False)
+    cfg = _config_with(workdir, "  xanes:\n    posterior: {k_min: 100000, k_max: 100000}\n", sheet="real.tsv", generate=False)
     p = run_snakemake(workdir, "-n", "--profile", LOCAL, "--configfile", str(cfg))
     assert p.returncode != 0
     err = p.stdout + p.stderr
-    for w in ("real.tsv", "line 2", "hematite", "cannot support K up to 100000"):
+    for w in ("real.tsv", "line 2", "hematite", "cannot support K = 100000"):
         assert w in err, (w, err[-2000:])

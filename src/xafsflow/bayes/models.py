@@ -371,7 +371,8 @@ def preedge_model(K: int, e_lo: float, e_hi: float, resolution: float, e0: float
     return SpectralModel("preedge", K, ps, names, COMP_GAUSS_AREA, BG_PREEDGE, len(PREEDGE_BG_NAMES))
 
 
-def preedge_moments(samples: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
+def preedge_moments(samples: np.ndarray, nb: int, window: tuple[float, float] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Integrated intensity (sum of areas) and area-weighted centroid of each sample.
 
     Parameters
@@ -380,15 +381,26 @@ def preedge_moments(samples: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarra
         Parameter vectors of a model with Gaussian-area components.
     nb : int
         Background parameters before the components.
+    window : (float, float), optional
+        Energy range (eV) of the pre-edge transitions: only components whose
+        median centre (over all samples; the centres are ordered, so a label
+        is one component) lies inside count. Components outside model the
+        background's own structure or the edge onset (Wilke et al. 2001 take
+        the centroid of the pre-edge peaks only). None: every component.
 
     Returns
     -------
     intensity, centroid : ndarray, shape (...)
-        eV x (normalized mu) and eV.
+        eV x (normalized mu) and eV; with no component inside the window,
+        intensity 0 and centroid NaN.
     """
     comps = np.asarray(samples, float)[..., nb:]
     comps = comps.reshape(comps.shape[:-1] + (-1, 3))
     area, centre = comps[..., 0], comps[..., 1]
+    if window is not None:
+        med = np.median(centre.reshape(-1, centre.shape[-1]), axis=0)
+        inside = (med >= window[0]) & (med <= window[1])
+        area, centre = area[..., inside], centre[..., inside]
     total = area.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         centroid = (area * centre).sum(axis=-1) / total

@@ -9,7 +9,7 @@ client when one is given, else one after the other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,7 @@ class PosteriorSpec:
     expand_p: float = 0.01
     mode_starts: bool = True  # K's chains start (coldest third) from the K - 1 solution + a residual peak
     resolution: float = 1.0  # preedge: energy resolution FWHM (eV), the narrowest component
+    centroid_window: tuple[float, float] | None = None  # preedge: eV range of the components in the centroid
     bootstrap_errors: bool = True  # errors of F by block bootstrap (False: batch means, 20x cheaper, e.g. per grain)
     noise_grid: int = 400  # points of the b grid on which log Z(b) is maximised for sigma-hat
 
@@ -105,11 +106,11 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
         raise AnalysisInputError(f"energy axis is not strictly increasing at point {i + 1}", source)
     if not 1 <= spec.k_min <= spec.k_max:
         raise AnalysisInputError(f"K range [{spec.k_min}, {spec.k_max}] is empty or starts below 1", source)
-    p_max = n_parameters(spec.model, spec.k_max)
-    if x.size < MIN_POINTS_PER_PARAMETER * p_max:
+    p_min = n_parameters(spec.model, spec.k_min)
+    if x.size < MIN_POINTS_PER_PARAMETER * p_min:
         raise AnalysisInputError(
-            f"{x.size} points cannot support K up to {spec.k_max} ({p_max} parameters; need at least "
-            f"{MIN_POINTS_PER_PARAMETER * p_max} points): lower k_max or widen the fitted range", source)
+            f"{x.size} points cannot support K = {spec.k_min} ({p_min} parameters; need at least "
+            f"{MIN_POINTS_PER_PARAMETER * p_min} points): lower k_min or widen the fitted range", source)
     if spec.replicas < 3:
         raise AnalysisInputError(f"need at least 3 replicas, got {spec.replicas}", source)
     return x, y
@@ -196,6 +197,7 @@ class PosteriorResult:
     noise: dict | None  # of the selected K (estimated noise)
     weights: np.ndarray | None = None  # per-point likelihood weights used (mean(w^2) = 1), None: unweighted
     log_weight_sum: float = 0.0  # sum(log w), included in every log evidence
+    k_max_by_points: int | None = None  # k_max lowered to the largest K the points support (None: not lowered)
 
 
 def _ladder(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, source: str | None,
@@ -417,6 +419,11 @@ def n_parameters(model: str, K: int) -> int:
     return BACKGROUND_PARAMS[model] + 3 * K
 
 
+def largest_supported_k(model: str, n: int) -> int:
+    """The largest K whose parameters ``n`` points support (MIN_POINTS_PER_PARAMETER each); 0 if none."""
+    return max(0, (n // MIN_POINTS_PER_PARAMETER - BACKGROUND_PARAMS[model]) // 3)
+
+
 
 def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=None,
             checkpoint_dir: str | Path | None = None, source: str | None = None, progress=None,
@@ -428,8 +435,10 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
     solution with a component added at the largest residual peak; they are
     extended (doubling) until :class:`Convergence` holds or its sweep budget is
     spent. K goes past ``k_max`` (up to ``k_limit``) while the largest K tried
-    keeps P(K | data) >= ``expand_p``. ``progress(message)`` gets one line per
-    K and segment.
+    keeps P(K | data) >= ``expand_p``. A ``k_max`` beyond what the points support
+    (``MIN_POINTS_PER_PARAMETER`` per parameter) is lowered to the largest K they
+    do (``PosteriorResult.k_max_by_points``); a ``k_min`` beyond it is an error.
+    ``progress(message)`` gets one line per K and segment.
 
     ``weights`` (one positive number per point, e.g. 1 / the per-point
     uncertainty): relative weights of a heteroscedastic likelihood
@@ -441,6 +450,14 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
     """
     x, y = check_spectrum(x, y, spec, source)
     n = x.size
+    k_top = largest_supported_k(spec.model, n)
+    capped = None
+    if k_top < spec.k_max:  # a coarse grid or a short range: compare the K the data can support
+        capped = k_top
+        spec = replace(spec, k_max=k_top)
+        if progress is not None:
+            progress(f"k_max lowered to {k_top}: {n} points support at most {n_parameters(spec.model, k_top)} "
+                     f"parameters")
     if weights is not None:
         from xafsflow.bayes.remc import normalize_weights
 
@@ -466,7 +483,7 @@ def analyse(x, y, spec: PosteriorSpec, campaign_seed: int, scan_id: str, client=
     p_k = fe.model_probabilities(log_z)
     k_sel = ks[int(np.argmax(p_k))]
     return PosteriorResult(ks, base, n, per_k, p_k, k_sel, spec.sigma, per_k[k_sel].get("noise"), weights,
-                           0.0 if log_w is None else log_w)
+                           0.0 if log_w is None else log_w, capped)
 
 
 def summarize(samples: np.ndarray, names: list[str]) -> list[dict]:

@@ -227,7 +227,7 @@ def grain_posterior(grain: int, cls: int, area: int, energy: np.ndarray, spectru
     names = list(ent["names"])
     intensity = None
     if spec.model == "preedge":
-        total, draws = preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES))
+        total, draws = preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES), spec.centroid_window)
         intensity = edge_summary(total, level)
     else:
         draws = ent["samples"][:, :, names.index(EDGE_PARAMETER)]

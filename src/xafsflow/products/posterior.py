@@ -16,6 +16,7 @@ checks before any job runs, summary fields).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -90,8 +91,9 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         The validated ``posterior`` block of one scan.
     n_points : int, optional
         Data rows of the scan's raw file, when it exists: an upper bound on the
-        points in the fitted range, so a K range no spectrum of this file can
-        support is refused before any job runs.
+        points in the fitted range, so a k_min no spectrum of this file can
+        support is refused before any job runs (a k_max beyond the points is
+        lowered by the analysis, recorded in the store as ``k_max_by_points``).
 
     Returns
     -------
@@ -127,11 +129,11 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         check_priors(params["model"], params.get("priors") or {})
     except InputError as exc:
         problems.append(exc.reason)
-    p_max = BACKGROUND_PARAMS[params["model"]] + 3 * params["k_max"]
-    need = MIN_POINTS_PER_PARAMETER * p_max
-    if n_points is not None and n_points < need:
-        problems.append(f"{n_points} points cannot support K up to {params['k_max']} ({p_max} parameters; "
-                        f"need at least {need} points): lower k_max or widen the fitted range")
+    p_min = BACKGROUND_PARAMS[params["model"]] + 3 * params["k_min"]
+    need = MIN_POINTS_PER_PARAMETER * p_min
+    if n_points is not None and n_points < need:  # a k_max beyond the points is lowered by the analysis
+        problems.append(f"{n_points} points cannot support K = {params['k_min']} ({p_min} parameters; "
+                        f"need at least {need} points): lower k_min or widen the fitted range")
     return problems
 
 
@@ -192,11 +194,25 @@ def preedge_window(scan_store, pe: dict) -> tuple[float, float, str]:
     line moves the fitted E0 away from the pre-edge, the table does not) or
     absolute (``reference: absolute``).
     """
+    ref, note = _preedge_reference(scan_store, pe)
+    lo, hi = pe["fit_range"]
+    return ref + float(lo), ref + float(hi), note
+
+
+def centroid_window(scan_store, pe: dict) -> tuple[float, float]:
+    """The energy range (eV) whose components make the pre-edge centroid and intensity
+    (``preedge.centroid_window``, on the same reference as ``fit_range``)."""
+    ref, _ = _preedge_reference(scan_store, pe)
+    lo, hi = pe["centroid_window"]
+    return ref + float(lo), ref + float(hi)
+
+
+def _preedge_reference(scan_store, pe: dict) -> tuple[float, str]:
+    """(energy the pre-edge ranges are relative to, how it was set): the tabulated edge, or 0 (absolute)."""
     from xafsflow.steps import tabulated_edge
 
-    lo, hi = pe["fit_range"]
     if pe["reference"] == "absolute":
-        return float(lo), float(hi), "absolute"
+        return 0.0, "absolute"
     attrs = dict(st.open_store(scan_store).attrs)
     src = next(iter(attrs.get(st.PROVENANCE_KEY, {}).get("raw_inputs", {})), str(scan_store))
     edge = str(attrs.get("edge") or "")
@@ -211,7 +227,7 @@ def preedge_window(scan_store, pe: dict) -> tuple[float, float, str]:
             f"the preedge model's fit range is relative to the tabulated edge, but element/edge "
             f"({attrs.get('element')!r}, {attrs.get('edge')!r}) give none: set element and edge in the scan sheet "
             "or use preedge.reference: absolute", src)
-    return tab + lo, tab + hi, f"{attrs['element']} {attrs['edge']} tabulated edge {tab:.1f} eV"
+    return float(tab), f"{attrs['element']} {attrs['edge']} tabulated edge {tab:.1f} eV"
 
 
 def fitted_window(scan_store, p: dict):
@@ -329,6 +345,8 @@ def run_posterior(scan_store, out, tsv, png, params: dict, scan_id: str, campaig
         spec = spec_from_params(dict(p, priors=model_priors(p, x, y, kind)), e0)
     except InputError as exc:
         raise AnalysisInputError(exc.reason, src) from None
+    if spec.model == "preedge":
+        spec = dataclasses.replace(spec, centroid_window=centroid_window(scan_store, p["preedge"]))
     x_label = _x_label(scan_store)
     weights = 1.0 / point_uncertainty(scan_store, x) if p.get("uncertainty_weights") else None
 
@@ -377,6 +395,7 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
         "conventions": "E = sum((y-f)^2)/(2N); F(K,b) = -log int exp(-N b E) p(theta) dtheta; "
                        "log Z = (N/2) log(b/2pi) - F; centres ordered, prior normalized over the ordered region",
         "weighted": res.weights is not None,
+        "k_max_by_points": res.k_max_by_points,
     }
     if res.weights is not None:
         attrs["conventions"] = ("weighted: y_i ~ N(f_i, sigma^2 / w_i^2), w_i = 1/norm_sd_i scaled to mean(w^2) = 1; "
@@ -385,6 +404,7 @@ def write_store(out, res, x, y, e0, spec, p, scan_id, seed, params_hash, flags, 
         attrs["log_weight_sum"] = res.log_weight_sum
     if spec.model == "preedge":
         attrs["fit_window"] = window
+        attrs["centroid_window"] = list(spec.centroid_window) if spec.centroid_window else None
         attrs.update({f"preedge_{k}": v for k, v in preedge_summary(sel, spec).items()})
     if res.noise is not None:
         attrs.update(sigma_hat=res.noise["sigma_hat"], sigma_interval_95=list(res.noise["sigma_interval"]))
@@ -469,7 +489,7 @@ def _preedge_draws(ent: dict, spec) -> tuple[np.ndarray, np.ndarray]:
     """(chain, draw) integrated intensity and centroid of one K's samples."""
     from xafsflow.bayes.models import PREEDGE_BG_NAMES, preedge_moments
 
-    return preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES))
+    return preedge_moments(ent["samples"], len(PREEDGE_BG_NAMES), spec.centroid_window)
 
 
 def preedge_summary(ent: dict, spec) -> dict:

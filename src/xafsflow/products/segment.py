@@ -232,14 +232,16 @@ def grains(labels: np.ndarray, neighbours: int):
     return find_grains(labels, neighbours)
 
 
-def grain_spec(gp: dict, e0: float):
-    """The :class:`~xafsflow.bayes.posterior.PosteriorSpec` of grain spectra from the ``grains`` block."""
+def grain_spec(gp: dict, e0: float, centroid_window: tuple[float, float] | None = None):
+    """The :class:`~xafsflow.bayes.posterior.PosteriorSpec` of grain spectra from the ``grains`` block
+    (``centroid_window``: eV range of the pre-edge components in a grain's centroid, model preedge)."""
     from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
     from xafsflow.bayes.settings import ChainSettings
 
     if gp["model"] == "preedge":
         # the pre-edge model builds its priors from its window and the resolution (as the posterior product)
-        model = {"model": "preedge", "priors": {}, "resolution": gp["preedge"]["resolution"]}
+        model = {"model": "preedge", "priors": {}, "resolution": gp["preedge"]["resolution"],
+                 "centroid_window": centroid_window}
     else:
         lo, hi = gp["component_range"]
         model = {"model": "xanes",
@@ -287,16 +289,17 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
     if not analysed:
         return (*empty, 0.0, [])
     model = gp["model"]
-    window, range_name = None, "fit_range"
+    window, range_name, cen_window = None, "fit_range", None
     if model == "preedge":
-        from xafsflow.products.posterior import preedge_window
+        from xafsflow.products.posterior import centroid_window, preedge_window
 
         try:
             lo, hi, _ = preedge_window(scan_store, gp["preedge"])
+            cen_window = centroid_window(scan_store, gp["preedge"])
         except AnalysisInputError as exc:
             return (*empty, 0.0, [f"grains_skipped(model preedge: {exc.reason})"])
         window, range_name = (lo, hi), "preedge.fit_range"
-    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS[model] + 3 * gp["k_max"])
+    need = MIN_POINTS_PER_PARAMETER * (BACKGROUND_PARAMS[model] + 3 * gp["k_min"])  # k_max: lowered by the analysis
     n_fit = int(gs.fit_window(energy, e0, gp["fit_range"], window).sum())
     if n_fit < need:
         return (*empty, 0.0, [f"grains_skipped({range_name} holds {n_fit} energies, the model needs {need})"])
@@ -310,7 +313,7 @@ def grain_step(scan_store, grain_map, analysed, gp: dict, campaign_seed: int, sc
         notes.append(f"grains_skipped({len(bad)} without a finite spectrum or spread: {', '.join(map(str, bad[:5]))})")
     means, sems, counts = means[keep], sems[keep], counts[keep]
     results = gs.analyse_grains(energy, means, sems, [analysed[i] for i in keep], e0, gp["fit_range"],
-                                grain_spec(gp, e0), campaign_seed, scan_id, level=gp["level"],
+                                grain_spec(gp, e0, cen_window), campaign_seed, scan_id, level=gp["level"],
                                 client=_current_client(), weighted=gp["weighted"], window=window)
     return energy, means, sems, counts, results, time.perf_counter() - t0, notes
 
