@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/bench_real_scan.py [--files fe2o3_rt feo_rt1] [--models xanes preedge]
                                                         [--schedules converge converge-nolinear fixed] [--threads 2]
+                                                        [--seeds 20261127 7 ...]
 
 For each file of ``../shared/data/xdi/`` and each model: ingest and normalize as
 the workflow does (schema defaults), then ``run_posterior`` at the schema's
@@ -64,13 +65,15 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+", default=["xanes", "preedge"])
     ap.add_argument("--schedules", nargs="+", default=["converge", "fixed"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[20261127],
+                    help="campaign seeds: one run per seed, for the spread over repeated runs")
     args = ap.parse_args(argv)
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start", flush=True)
     for f in args.files:
         for model in args.models:
-            for schedule in args.schedules:
-                r = run_one(SHARED / f"{f}.xdi", model, schedule, args.threads)
-                print(f"{r['file']:10s} {r['model']:8s} {r['schedule']:9s} wall {r['wall_s']:7.1f} s  K tried "
+            for schedule, seed in ((s, e) for s in args.schedules for e in args.seeds):
+                r = run_one(SHARED / f"{f}.xdi", model, schedule, args.threads, seed)
+                print(f"{r['file']:10s} {r['model']:8s} {r['schedule']:9s} seed {seed} wall {r['wall_s']:7.1f} s  K tried "
                       f"{r['ks']} selected {r['K']} (P {r['P_K']:.2f})  min exchange {r['min_exchange']:.3f}  "
                       f"max R-hat {r['max_rhat']:.3f}  flags {'; '.join(r['flags']) or '-'}  "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)

@@ -562,6 +562,10 @@ def plot_posterior(path, res, x, y, spec, scan_id: str, x_label: str = "energy (
     for k, j in enumerate(ci):
         axes[2].hist(flat[:, j], bins=40, alpha=0.6, label=model.names[j])
     axes[2].set_xlabel("peak position")
+    if spec.model == "preedge" and spec.centroid_window is not None:  # the components in centroid and intensity
+        lo, hi = spec.centroid_window
+        axes[0].axvspan(max(lo, x[0]), min(hi, x[-1]), color="0.9", zorder=0)
+        axes[2].axvspan(lo, hi, color="0.9", zorder=0, label="centroid window")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
