@@ -95,11 +95,11 @@ def fe_scans(tmp_path_factory, shared):
     return out
 
 
-def _run(store, tmp_path, name, **posterior):
+def _run(store, tmp_path, name, seed=5, **posterior):
     p = analysis_defaults("xanes")
     p["posterior"].update(model="preedge", **posterior)
     out = tmp_path / f"{name}.zarr"
-    cmd = [sys.executable, "-m", "xafsflow", "posterior", str(store), "--scan-id", name, "--seed", "5",
+    cmd = [sys.executable, "-m", "xafsflow", "posterior", str(store), "--scan-id", name, "--seed", str(seed),
            "--params", json.dumps(p), "--out", str(out), "--tsv", str(tmp_path / f"{name}.tsv"),
            "--png", str(tmp_path / f"{name}.png")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
@@ -207,21 +207,27 @@ def test_tabulated_range_refuses_a_non_k_edge(tmp_path):
                                                  "fit_range": [700.0, 706.0]})[:2] == (700.0, 706.0)
 
 
-@pytest.fixture(scope="module")
-def defaults_runs(fe_scans, tmp_path_factory):
+@pytest.fixture(scope="module", params=[5, 7])
+def defaults_runs(fe_scans, tmp_path_factory, request):
     """Fe2O3 and FeO through the preedge model at the schema's defaults (convergence stopping, tuned
-    ladder, conditional-linear moves)."""
-    d = tmp_path_factory.mktemp("preedge_defaults")
-    return {name: _run(fe_scans[name], d, name) for name in ("fe2o3_rt", "feo_rt1")}
+    ladder, conditional-linear moves), with two campaign seeds."""
+    d = tmp_path_factory.mktemp(f"preedge_defaults_{request.param}")
+    return {name: _run(fe_scans[name], d, name, seed=request.param) for name in ("fe2o3_rt", "feo_rt1")}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fe2o3_rt", "feo_rt1"])
 def test_measured_preedge_is_healthy_at_the_defaults(defaults_runs, name):
-    """The issue's sampler-health criteria on every K tried, and the fit's reduced chi-square."""
+    """The issue's sampler-health criteria on every K tried, and the fit's reduced chi-square.
+
+    Not asserted: the stopping rule's own F-error target (0.2 nats), stricter than the issue's
+    criteria: FeO's K = 3 and 4 can stop at the sweep budget with an SE of 0.2-0.3 nats
+    (flag not_converged(f_se ...); README, "Pre-edge").
+    """
     g = open_store(defaults_runs[name])
     a = dict(g.attrs)
-    assert a["flags"] == [], a["flags"]
+    other = [f for f in a["flags"] if not f.startswith("not_converged(f_se after")]
+    assert other == [], a["flags"]
     ks = [int(k) for k in g["K"][...]]
     assert a["k_selected"] < max(ks)  # below the limit the product reached
     for K in ks:
