@@ -237,6 +237,9 @@ class _Runner:
 
     def chains(self, K, bvals, sweeps, starts, previous=None) -> list[dict]:
         runs = range(self.spec.runs)
+        if previous is not None and self.client is not None:
+            # a chain's state and energy traces are megabytes: sent as data, not inside the task graph
+            previous = self.client.scatter(list(previous), hash=False)
         args = [(self.x, self.y, self.spec, K, r, bvals, self.seed, self.scan_id, self.ck, sweeps, starts[r],
                  None if previous is None else previous[r], self.weights) for r in runs]
         keys = [f"posterior-{self.scan_id}-K{K}-run{r}-{sweeps}" for r in runs]
