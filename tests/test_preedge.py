@@ -192,6 +192,23 @@ def test_component_at_range_end_is_flagged(centres, flagged):
     assert _component_at_range_end({"samples": samples}, spec, x, 2, 0.0) is None  # margin 0: off
 
 
+def test_empty_centroid_window_is_flagged():
+    """A selected K with no component inside the centroid window has no centroid: the flag says so."""
+    from xafsflow.bayes.posterior import PosteriorResult
+    from xafsflow.products.posterior import quality_flags
+
+    x = np.arange(7100.0, 7115.0, 0.25)
+    q = analysis_defaults("xanes")["posterior"]["quality"]
+    for centre, flagged in ((7105.0, True), (7112.0, False)):
+        spec = PosteriorSpec(model="preedge", e0=7124.0, centroid_window=(7108.0, 7116.0))
+        samples = np.zeros((2, 50, NB + 3))
+        samples[..., NB:] = (0.05, centre, 1.0)
+        ent = {"samples": samples, "rhat": np.ones(NB + 3), "exchange_rate": np.array([0.5]), "F_spread": 0.0}
+        res = PosteriorResult(ks=[1, 2], bvals=np.array([0.0, 1.0]), n_points=x.size, per_k={1: ent, 2: ent},
+                              p_k=np.array([0.9, 0.1]), k_selected=1, sigma_fixed=None, noise=None)
+        assert ("no_component_in_centroid_window" in quality_flags(res, q, spec, x)) == flagged
+
+
 def test_tabulated_range_refuses_a_non_k_edge(tmp_path):
     """The pre-edge range relative to the tabulated edge is a K-edge notion: an L3 scan is refused, clearly."""
     from xafsflow.errors import AnalysisInputError

@@ -422,6 +422,15 @@ def n_parameters(model: str, K: int) -> int:
     return BACKGROUND_PARAMS[model] + 3 * K
 
 
+def require_points(n: int, model: str, K: int, source: str | None = None) -> None:
+    """Refuse ``n`` points for a model with K components (fewer than MIN_POINTS_PER_PARAMETER per parameter)."""
+    p = n_parameters(model, K)
+    if n < MIN_POINTS_PER_PARAMETER * p:
+        raise AnalysisInputError(f"{n} points cannot support K up to {K} ({p} parameters; need at least "
+                                 f"{MIN_POINTS_PER_PARAMETER * p} points): lower the K range or widen the fitted "
+                                 "range", source)
+
+
 def largest_supported_k(model: str, n: int) -> int:
     """The largest K whose parameters ``n`` points support (MIN_POINTS_PER_PARAMETER each); 0 if none."""
     return max(0, (n // MIN_POINTS_PER_PARAMETER - BACKGROUND_PARAMS[model]) // 3)

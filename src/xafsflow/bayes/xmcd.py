@@ -266,7 +266,7 @@ def greedy_start(model: SpectralModel, k_pos: int, k_neg: int, x, y) -> np.ndarr
 
 def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint_dir=None) -> dict:
     """Dichroism decompositions for every (K_pos, K_neg) on the grid; P(K_pos, K_neg | data)."""
-    from xafsflow.bayes.posterior import _ladder, _Runner, _sample_k, check_spectrum
+    from xafsflow.bayes.posterior import _ladder, _Runner, _sample_k, check_spectrum, require_points
 
     kp = list(range(spec.k_pos[0], spec.k_pos[1] + 1))
     kn = list(range(spec.k_neg[0], spec.k_neg[1] + 1))
@@ -278,6 +278,7 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
 
     top = replace(cell_spec(kp[-1]), k_min=kn[0], k_max=kn[-1], model="xmcd")
     check_spectrum(x, y, top)
+    require_points(x.size, top.model, top.k_max)  # every cell of the grid is compared: none may be lowered
     base = _ladder(x, y, top, seed, f"{scan_id}/dichroism", None)  # one ladder start and b prior for all cells
     b_range = (float(base[1]), float(base[-1]))
     tune = spec.base.tuning.enabled and not spec.base.ladder
