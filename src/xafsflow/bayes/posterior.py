@@ -106,11 +106,7 @@ def check_spectrum(x, y, spec: PosteriorSpec, source: str | None = None) -> tupl
         raise AnalysisInputError(f"energy axis is not strictly increasing at point {i + 1}", source)
     if not 1 <= spec.k_min <= spec.k_max:
         raise AnalysisInputError(f"K range [{spec.k_min}, {spec.k_max}] is empty or starts below 1", source)
-    p_min = n_parameters(spec.model, spec.k_min)
-    if x.size < MIN_POINTS_PER_PARAMETER * p_min:
-        raise AnalysisInputError(
-            f"{x.size} points cannot support K = {spec.k_min} ({p_min} parameters; need at least "
-            f"{MIN_POINTS_PER_PARAMETER * p_min} points): lower k_min or widen the fitted range", source)
+    require_points(x.size, spec.model, spec.k_min, source)  # a k_max beyond the points is lowered by analyse
     if spec.replicas < 3:
         raise AnalysisInputError(f"need at least 3 replicas, got {spec.replicas}", source)
     return x, y
@@ -426,7 +422,7 @@ def require_points(n: int, model: str, K: int, source: str | None = None) -> Non
     """Refuse ``n`` points for a model with K components (fewer than MIN_POINTS_PER_PARAMETER per parameter)."""
     p = n_parameters(model, K)
     if n < MIN_POINTS_PER_PARAMETER * p:
-        raise AnalysisInputError(f"{n} points cannot support K up to {K} ({p} parameters; need at least "
+        raise AnalysisInputError(f"{n} points cannot support K = {K} ({p} parameters; need at least "
                                  f"{MIN_POINTS_PER_PARAMETER * p} points): lower the K range or widen the fitted "
                                  "range", source)
 

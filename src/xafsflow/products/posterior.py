@@ -283,7 +283,7 @@ def quality_flags(res, q: dict, spec=None, x=None) -> list[str]:
     end = _component_at_range_end(ent, spec, x, res.k_selected, q["range_end_margin"]) if spec is not None else None
     if end is not None:
         flags.append(f"component_at_range_end({end:.1f})")
-    if spec is not None and spec.model == "preedge" and spec.centroid_window is not None and res.k_selected:
+    if spec is not None and spec.model == "preedge" and spec.centroid_window is not None:
         if np.all(np.isnan(_preedge_draws(ent, spec)[1])):  # no centroid to report: say so, not just "nan"
             flags.append("no_component_in_centroid_window")
     conv = ent.get("convergence")
