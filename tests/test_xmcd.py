@@ -139,7 +139,7 @@ def test_dichroism_draws_sorted_within_sign_groups_only():
 
 
 # ------------------------------------------------------------------------ simulated pair (ground truth)
-def _short_spec(t, sweeps=600, k_pos=(1, 3), k_neg=(1, 2), k_min=2, k_max=4, replicas=12):
+def _short_spec(t, sweeps=600, k_pos=(1, 3), k_neg=(1, 2), k_min=2, k_max=4, replicas=12, grid_limit=1):
     from xafsflow.bayes.posterior import Convergence, LadderTuning, PosteriorSpec
     from xafsflow.bayes.xmcd import XmcdSpec
 
@@ -147,7 +147,8 @@ def _short_spec(t, sweeps=600, k_pos=(1, 3), k_neg=(1, 2), k_min=2, k_max=4, rep
                          settings=ChainSettings(sweeps=sweeps, burn_in=sweeps, thin=5, block=50, adapt_every=50),
                          tuning=LadderTuning(warmup=sweeps // 2, sweeps=sweeps // 2, rounds=2, max_replicas=16),
                          convergence=Convergence(enabled=False))
-    return XmcdSpec(base=base, k_min=k_min, k_max=k_max, k_pos=k_pos, k_neg=k_neg, n_holes=t["n_holes"],
+    return XmcdSpec(base=base, k_min=k_min, k_max=k_max, k_pos=k_pos, k_neg=k_neg, grid_limit=grid_limit,
+                    n_holes=t["n_holes"],
                     polarization=t["polarization"], l3=t["steps"]["l3"], l2=t["steps"]["l2"],
                     step_width=t["steps"]["width"], step_height=t["steps"]["height"],
                     l3_window=tuple(t["windows"]["l3"]), l23_window=tuple(t["windows"]["l23"]))
@@ -211,9 +212,34 @@ def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
     assert s["q2.5"] < s["mean"] < s["q97.5"]
 
 
+def test_dichroism_grid_grows_past_its_range():
+    """Truth (K_pos, K_neg) = (2, 1); a grid given as (1, 1) grows (one row or column at a time) while its
+    top row or column keeps P >= 0.01, and selects the truth (within one) below its limit."""
+    from xafsflow.bayes.xmcd import _grid
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+    from xafsflow.xas.sum_rules import window_integral
+
+    sim = simulate_xmcd_pair(SIM_SEED, grid_step=0.4)
+    t = sim["truth"]
+    e, d = sim["energy"], sim["mu_plus"] - sim["mu_minus"]  # equal step heights: the steps cancel
+    spec = _short_spec(t, k_pos=(1, 1), k_neg=(1, 1), grid_limit=3)
+    msgs: list[str] = []
+    g = _grid(e, d, spec, window_integral(e, np.abs(d), e[0], e[-1]), 11, "grow", None, msgs.append)
+    assert g["k_pos"][0] == g["k_neg"][0] == 1 and g["k_pos"][-1] >= 2
+    assert any(m.startswith("grid grows to K_pos = 2") for m in msgs)
+    assert set(g["cells"]) == {(a, b) for a in g["k_pos"] for b in g["k_neg"]}  # a full rectangle
+    assert g["p"].shape == (len(g["k_pos"]), len(g["k_neg"])) and g["p"].sum() == pytest.approx(1.0)
+    # growth stopped because the top row / column became improbable, or at the limit
+    assert g["p"][-1, :].sum() < 0.01 or g["k_pos"][-1] == 3
+    assert g["p"][:, -1].sum() < 0.01 or g["k_neg"][-1] == 3
+    kp, kn = g["selected"]
+    assert abs(kp - t["K_pos"]) <= 1 and abs(kn - t["K_neg"]) <= 1 and kp < 3
+
+
 # ------------------------------------------------------------------------ real data: Fe L2,3 TEY pair
 # Short chains (test budget); the flags say which health criteria these do not meet.
-REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_limit": 3, "k_pos": [1, 2], "k_neg": [1, 2], "replicas": 12,
+REAL_SHORT = {"n_holes": 3.39, "polarization": 1.0, "k_max": 3, "k_limit": 3, "k_pos": [1, 2], "k_neg": [1, 2], "grid_limit": 1,
+              "replicas": 12,
               "sweeps": 400, "burn_in": 400, "thin": 5,
               "tuning": {"warmup": 200, "sweeps": 200, "rounds": 2, "max_replicas": 16},
               "convergence": {"enabled": False}}

@@ -143,6 +143,7 @@ class XmcdSpec:
     k_max: int = 4
     k_pos: tuple[int, int] = (1, 3)
     k_neg: tuple[int, int] = (1, 3)
+    grid_limit: int = 5  # K_pos and K_neg each grow past their range (one at a time) up to this
     width_prior: dict | None = None
     n_holes: float | None = None  # required
     polarization: float | None = None  # required
@@ -265,39 +266,77 @@ def greedy_start(model: SpectralModel, k_pos: int, k_neg: int, x, y) -> np.ndarr
 
 
 def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint_dir=None) -> dict:
-    """Dichroism decompositions for every (K_pos, K_neg) on the grid; P(K_pos, K_neg | data)."""
-    from xafsflow.bayes.posterior import _ladder, _Runner, _sample_k, check_spectrum, require_points
+    """Dichroism decompositions for every (K_pos, K_neg) on the grid; P(K_pos, K_neg | data).
+
+    The grid grows past ``spec.k_pos`` / ``spec.k_neg``, one row or column at a
+    time, while its top K_pos row (or top K_neg column) keeps a marginal
+    probability >= ``spec.base.expand_p`` and the points support the new top
+    cell, up to ``spec.grid_limit`` (each range's own top when larger; 1 keeps the grid as given).
+    """
+    from xafsflow.bayes.posterior import (_ladder, _Runner, _sample_k, check_spectrum, n_parameters,
+                                          require_points)
+    from xafsflow.bayes.settings import MIN_POINTS_PER_PARAMETER
 
     kp = list(range(spec.k_pos[0], spec.k_pos[1] + 1))
     kn = list(range(spec.k_neg[0], spec.k_neg[1] + 1))
 
     def cell_spec(k_pos):
-        return DichroismSpec(**{f: getattr(spec.base, f) for f in PosteriorSpec.__dataclass_fields__},
-                             n_pos=k_pos, e_lo=float(x[0]), e_hi=float(x[-1]), area_max=area_max,
+        fields = {f: getattr(spec.base, f) for f in PosteriorSpec.__dataclass_fields__}
+        fields.update(model="xmcd", k_min=kn[0], k_max=kn[-1])
+        return DichroismSpec(**fields, n_pos=k_pos, e_lo=float(x[0]), e_hi=float(x[-1]), area_max=area_max,
                              width_prior=spec.width_prior)
 
-    top = replace(cell_spec(kp[-1]), k_min=kn[0], k_max=kn[-1], model="xmcd")
+    top = cell_spec(kp[-1])
     check_spectrum(x, y, top)
     require_points(x.size, top.model, top.k_max)  # every cell of the grid is compared: none may be lowered
     base = _ladder(x, y, top, seed, f"{scan_id}/dichroism", None)  # one ladder start and b prior for all cells
     b_range = (float(base[1]), float(base[-1]))
     tune = spec.base.tuning.enabled and not spec.base.ladder
-    cells, log_z = {}, np.full((len(kp), len(kn)), np.nan)
-    for i, a in enumerate(kp):
-        cs = replace(cell_spec(a), k_min=kn[0], k_max=kn[-1], model="xmcd")
-        ck = None if checkpoint_dir is None else str(Path(checkpoint_dir) / "dichroism" / f"pos{a}")
-        runner = _Runner(x, y, cs, seed, f"{scan_id}/dichroism/pos{a}", client, ck, log)
-        pilots = runner.pilots(kn, base) if tune else {}
-        for j, b in enumerate(kn):
+    cells: dict = {}
+    runners: dict = {}
+
+    def sample_row(a: int, ks: list[int]) -> None:
+        """Cells (a, b) for b in ks; a row's chains share a runner (random streams, checkpoints)."""
+        if a not in runners:
+            ck = None if checkpoint_dir is None else str(Path(checkpoint_dir) / "dichroism" / f"pos{a}")
+            runners[a] = (cell_spec(a), _Runner(x, y, cell_spec(a), seed, f"{scan_id}/dichroism/pos{a}", client,
+                                                ck, log))
+        cs, runner = runners[a]
+        pilots = runner.pilots(ks, base) if tune else {}
+        for b in ks:
             start = greedy_start(cs.build(b, x), a, b, x, y) if spec.base.mode_starts else None
             ent = _sample_k(runner, b, base, pilots.get(b), start, x.size, b_range)
             ent["start"] = start
             cells[(a, b)] = ent
-            log_z[i, j] = ent["log_z"]
-    p = fe.model_probabilities(log_z.ravel()).reshape(log_z.shape)
+
+    def table():
+        log_z = np.array([[cells[(a, b)]["log_z"] for b in kn] for a in kp])
+        return log_z, fe.model_probabilities(log_z.ravel()).reshape(log_z.shape)
+
+    for a in kp:
+        sample_row(a, kn)
+    log_z, p = table()
+    lim_pos, lim_neg = max(spec.grid_limit, spec.k_pos[1]), max(spec.grid_limit, spec.k_neg[1])
+    fits = lambda a, b: x.size >= MIN_POINTS_PER_PARAMETER * n_parameters("xmcd", a + b)  # noqa: E731
+    while True:
+        grow_neg = p[:, -1].sum() >= spec.base.expand_p and kn[-1] < lim_neg and fits(kp[-1], kn[-1] + 1)
+        grow_pos = (p[-1, :].sum() >= spec.base.expand_p and kp[-1] < lim_pos
+                    and fits(kp[-1] + 1, kn[-1] + int(grow_neg)))
+        if not (grow_neg or grow_pos):
+            break
+        if grow_neg:
+            kn.append(kn[-1] + 1)
+            log(f"grid grows to K_neg = {kn[-1]} (P(K_neg = {kn[-1] - 1}) = {p[:, -1].sum():.3f})")
+            for a in kp:
+                sample_row(a, [kn[-1]])
+        if grow_pos:
+            kp.append(kp[-1] + 1)
+            log(f"grid grows to K_pos = {kp[-1]} (P(K_pos = {kp[-1] - 1}) = {p[-1, :].sum():.3f})")
+            sample_row(kp[-1], kn)
+        log_z, p = table()
     i, j = np.unravel_index(int(np.argmax(p)), p.shape)
     return {"k_pos": kp, "k_neg": kn, "log_z": log_z, "p": p, "selected": (kp[i], kn[j]), "cells": cells,
-            "bvals": base}
+            "bvals": base, "limits": (lim_pos, lim_neg)}
 
 
 def analyse_pair(energy, mu_plus, mu_minus, spec: XmcdSpec, campaign_seed: int, scan_id: str, client=None,

@@ -102,6 +102,7 @@ def spec_from_params(p: dict):
                          convergence=Convergence(**p["convergence"]), k_limit=max(p["k_limit"], p["k_max"]),
                          mode_starts=p["mode_starts"])
     return XmcdSpec(base=base, k_min=p["k_min"], k_max=p["k_max"], k_pos=tuple(p["k_pos"]), k_neg=tuple(p["k_neg"]),
+                    grid_limit=p["grid_limit"],
                     width_prior={"dist": "loguniform", "lo": p["width_prior"][0], "hi": p["width_prior"][1]},
                     n_holes=p["n_holes"], polarization=p["polarization"],
                     cos_incidence=math.cos(math.radians(p["incidence_angle"])), l3=p["l3"], l2=p["l2"],
@@ -295,7 +296,7 @@ def write_store(out, res, h, flags, mp, mm, p, spec, scan_id, seed, params_hash,
         st.put_array(d, "log_evidence", res.dichroism["log_z"], ("K_pos", "K_neg"))
         for (a, b), ent in res.dichroism["cells"].items():
             _write_k_group(d.create_group(f"Kpos{a}_Kneg{b}"), a + b, ent, spec.base)
-        st.set_attrs(d, selected=list(sel))
+        st.set_attrs(d, selected=list(sel), grid_limits=list(res.dichroism["limits"]))
         mo = g.create_group("moments")
         for name in QUANTITIES:
             arr = res.integrals[name] if name in res.integrals else res.moments[name]
