@@ -212,6 +212,19 @@ def test_simulated_pair_exact_moments_inside_bonferroni_intervals(simulated):
     assert s["q2.5"] < s["mean"] < s["q97.5"]
 
 
+def test_dichroism_grid_refuses_a_top_cell_the_points_cannot_support():
+    """The top cell has K_pos + K_neg components: (2, 2) is 12 parameters, more than 20 points support."""
+    from xafsflow.bayes.xmcd import _grid
+    from xafsflow.errors import AnalysisInputError
+    from xafsflow.simulate.xmcd import simulate_xmcd_pair
+
+    sim = simulate_xmcd_pair(SIM_SEED, grid_step=0.4)
+    i = np.linspace(0, sim["energy"].size - 1, 20).astype(int)
+    e, d = sim["energy"][i], (sim["mu_plus"] - sim["mu_minus"])[i]
+    with pytest.raises(AnalysisInputError, match="20 points cannot support K = 4"):
+        _grid(e, d, _short_spec(sim["truth"], k_pos=(1, 2), k_neg=(1, 2)), 1.0, 11, "few", None, print)
+
+
 def test_dichroism_grid_grows_past_its_range():
     """Truth (K_pos, K_neg) = (2, 1); a grid given as (1, 1) grows (one row or column at a time) while its
     top row or column keeps P >= 0.01, and selects the truth (within one) below its limit."""

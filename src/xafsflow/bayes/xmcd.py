@@ -36,6 +36,7 @@ as exact window integrals of the components, and so one draw of the moments
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -288,7 +289,8 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
 
     top = cell_spec(kp[-1])
     check_spectrum(x, y, top)
-    require_points(x.size, top.model, top.k_max)  # every cell of the grid is compared: none may be lowered
+    # every cell of the grid is compared, none may be lowered: the top one has K_pos + K_neg components
+    require_points(x.size, top.model, kp[-1] + kn[-1])
     base = _ladder(x, y, top, seed, f"{scan_id}/dichroism", None)  # one ladder start and b prior for all cells
     b_range = (float(base[1]), float(base[-1]))
     tune = spec.base.tuning.enabled and not spec.base.ladder
@@ -300,7 +302,7 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
         if a not in runners:
             ck = None if checkpoint_dir is None else str(Path(checkpoint_dir) / "dichroism" / f"pos{a}")
             runners[a] = (cell_spec(a), _Runner(x, y, cell_spec(a), seed, f"{scan_id}/dichroism/pos{a}", client,
-                                                ck, log))
+                                                ck, lambda msg, a=a: log(f"K_pos={a}, " + re.sub(r"^K=", "K_neg=", msg))))
         cs, runner = runners[a]
         pilots = runner.pilots(ks, base) if tune else {}
         for b in ks:
