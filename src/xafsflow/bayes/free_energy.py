@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 from scipy.special import logsumexp
 
 
@@ -34,7 +35,8 @@ def stepping_stone(energies: np.ndarray, bvals: np.ndarray, n_points: int) -> np
 
 def _bar_pair(wf: np.ndarray, wr: np.ndarray) -> float:
     """Bennett acceptance ratio: Delta F = F_B - F_A from forward works (samples of A) and
-    reverse works (samples of B), both in units of kT (here: nats)."""
+    reverse works (samples of B), both in units of kT (here: nats). SciPy reference of
+    :func:`_bar_newton`, which :func:`bridge` uses."""
     from scipy.optimize import brentq
     from scipy.special import expit
 
@@ -50,12 +52,63 @@ def _bar_pair(wf: np.ndarray, wr: np.ndarray) -> float:
     return brentq(g, lo, hi, xtol=1e-12, rtol=1e-14, maxiter=500)
 
 
-def bridge(energies: np.ndarray, bvals: np.ndarray, n_points: int) -> np.ndarray:
+@njit(cache=True)
+def _expit(z):
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@njit(cache=True)
+def _bar_newton(wf, wr, guess, has_guess):
+    """The root of Bennett's equation (see :func:`_bar_pair`) by Newton's method kept inside a
+    bracket that shrinks to the sign change (bisection when a step would leave it).
+
+    g(df) = sum_A s(df - m - wf) - sum_B s(m - wr - df), s the logistic function, increases with
+    df, so one root; g' = sum s (1 - s) over both. Starts at ``guess`` when ``has_guess`` (e.g. the
+    estimate from all samples, when resampling), else at the middle of the Jarzynski bounds
+    [-mean(wr), mean(wf)]."""
+    na, nb = wf.size, wr.size
+    m = math.log(na / nb)
+    lo = min(wf.min(), -wr.max()) - 50.0
+    hi = max(wf.max(), -wr.min()) + 50.0
+    df = guess if has_guess else 0.5 * (wf.mean() - wr.mean())
+    if not lo < df < hi:
+        df = 0.5 * (lo + hi)
+    for _ in range(200):
+        gv = 0.0
+        dg = 0.0
+        for i in range(na):
+            t = _expit(df - m - wf[i])
+            gv += t
+            dg += t * (1.0 - t)
+        for j in range(nb):
+            t = _expit(m - wr[j] - df)
+            gv -= t
+            dg += t * (1.0 - t)
+        if gv > 0.0:
+            hi = df
+        elif gv < 0.0:
+            lo = df
+        else:
+            return df
+        new = df - gv / dg if dg > 0.0 else 0.5 * (lo + hi)
+        if not lo < new < hi:
+            new = 0.5 * (lo + hi)
+        if abs(new - df) <= 1e-13 * max(1.0, abs(df)) or hi - lo <= 1e-13 * max(1.0, abs(df)):
+            return new
+        df = new
+    return df
+
+
+def bridge(energies: np.ndarray, bvals: np.ndarray, n_points: int, guess: np.ndarray | None = None) -> np.ndarray:
     """F(b_l) at every ladder point by bridge sampling (Bennett's acceptance ratio) between neighbours.
 
     Uses the samples of both replicas of each pair, which has a much smaller
     variance than the one-sided stepping-stone estimate when neighbours overlap
-    only moderately. F(b_0 = 0) = 0.
+    only moderately. F(b_0 = 0) = 0. ``guess``: F at every ladder point from a
+    previous estimate (speeds up resampling; the result does not depend on it).
     """
     e = np.asarray(energies, float)
     out = [0.0]
@@ -63,8 +116,22 @@ def bridge(energies: np.ndarray, bvals: np.ndarray, n_points: int) -> np.ndarray
         db = bvals[l + 1] - bvals[l]
         wf = n_points * db * e[:, l]  # u_{l+1} - u_l on samples of l
         wr = -n_points * db * e[:, l + 1]  # u_l - u_{l+1} on samples of l+1
-        out.append(out[-1] + _bar_pair(wf, wr))
+        g0 = 0.0 if guess is None else float(guess[l + 1] - guess[l])
+        out.append(out[-1] + _bar_newton(np.ascontiguousarray(wf), np.ascontiguousarray(wr), g0, guess is not None))
     return np.asarray(out)
+
+
+# The error estimates resample at most this many sweeps per run, evenly thinned from longer chains:
+# consecutive sweeps' energies are strongly correlated, so thinning loses little, and a thinned
+# estimator's error can only be larger (conservative); it makes a 32 000-sweep bootstrap 8 times cheaper.
+MAX_ERROR_SAMPLES = 4000
+
+
+def thinned(energies: np.ndarray, max_samples: int | None = None) -> np.ndarray:
+    """Every k-th row of ``energies`` (sweeps, L), k the smallest step leaving at most ``max_samples`` rows."""
+    e = np.asarray(energies, float)
+    k = -(-e.shape[0] // (MAX_ERROR_SAMPLES if max_samples is None else max_samples))
+    return e[::k] if k > 1 else e
 
 
 def thermodynamic_integration(energies: np.ndarray, bvals: np.ndarray, n_points: int) -> np.ndarray:
@@ -74,28 +141,39 @@ def thermodynamic_integration(energies: np.ndarray, bvals: np.ndarray, n_points:
 
 
 def batch_means_error(energies: np.ndarray, bvals: np.ndarray, n_points: int, n_batches: int = 5,
-                      estimator=None) -> np.ndarray:
+                      estimator=None, guess: np.ndarray | None = None) -> np.ndarray:
     """Standard error of ``estimator`` (F at every ladder point) from ``n_batches`` contiguous batches.
 
     A cheap error for deciding whether to sample on (n_batches estimator calls
     instead of a bootstrap's hundred); the product reports the block bootstrap.
+    Energies beyond ``MAX_ERROR_SAMPLES`` sweeps are thinned first (:func:`thinned`);
+    ``guess``: the bridge estimate of F from all of them (:func:`bridge`), if known.
     """
-    estimator = bridge if estimator is None else estimator
-    e = np.asarray(energies, float)
-    parts = np.array_split(e, n_batches)
-    vals = np.array([estimator(part, bvals, n_points) for part in parts])
+    e = thinned(energies)
+    if estimator is None:
+        guess = bridge(e, bvals, n_points) if guess is None else guess
+        vals = np.array([bridge(part, bvals, n_points, guess) for part in np.array_split(e, n_batches)])
+    else:
+        vals = np.array([estimator(part, bvals, n_points) for part in np.array_split(e, n_batches)])
     return vals.std(axis=0, ddof=1) / math.sqrt(n_batches)
 
 
 def block_bootstrap(energies: np.ndarray, bvals: np.ndarray, n_points: int, rng: np.random.Generator,
-                    n_boot: int = 100, n_blocks: int = 20, estimator=None) -> np.ndarray:
+                    n_boot: int = 100, n_blocks: int = 20, estimator=None,
+                    guess: np.ndarray | None = None) -> np.ndarray:
     """Standard error of ``estimator`` (F at every ladder point) by a moving-block bootstrap.
 
     Sweeps are resampled in contiguous blocks (the same blocks for every replica,
-    which keeps their correlation through exchanges).
+    which keeps their correlation through exchanges). Energies beyond
+    ``MAX_ERROR_SAMPLES`` sweeps are thinned first (:func:`thinned`); ``guess``:
+    the bridge estimate of F from all of them, if known.
     """
-    estimator = bridge if estimator is None else estimator
-    e = np.asarray(energies, float)
+    e = thinned(energies)
+    if estimator is None:
+        guess = bridge(e, bvals, n_points) if guess is None else guess
+
+        def estimator(part, bv, n):
+            return bridge(part, bv, n, guess)
     s = e.shape[0]
     blen = max(1, s // n_blocks)
     nb = s // blen
@@ -108,7 +186,8 @@ def block_bootstrap(energies: np.ndarray, bvals: np.ndarray, n_points: int, rng:
     return out.std(axis=0, ddof=1)
 
 
-def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, grid: np.ndarray) -> np.ndarray:
+def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, grid: np.ndarray,
+                      f_ladder: np.ndarray | None = None) -> np.ndarray:
     """F(b) on an arbitrary grid of precisions within the ladder, by reweighting.
 
     At each grid point b the estimate combines the two ladder points around it:
@@ -119,11 +198,12 @@ def free_energy_curve(energies: np.ndarray, bvals: np.ndarray, n_points: int, gr
     upward) is used: a ladder whose top was moved near the evidence peak
     (:mod:`xafsflow.bayes.ladder`) still gives log Z on the whole prior range
     of b, accurately where it matters (near the top, where log Z is already
-    far below its peak further up).
+    far below its peak further up). ``f_ladder``: :func:`bridge` of these
+    energies, when already computed.
     """
     e = np.asarray(energies, float)
     s = e.shape[0]
-    f_ladder = bridge(e, bvals, n_points)
+    f_ladder = bridge(e, bvals, n_points) if f_ladder is None else f_ladder
     grid = np.asarray(grid, float)
     out = np.empty_like(grid)
     for i, b in enumerate(grid):
@@ -155,7 +235,7 @@ def combine_runs(values, axis: int = 0):
 
 
 def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400,
-                   level: float = 0.95, b_range: tuple[float, float] | None = None) -> dict:
+                   level: float = 0.95, b_range: tuple[float, float] | None = None, f_ladders=None) -> dict:
     """Noise level sigma-hat maximising log Z(b) (Tokuda et al. 2017), with an interval.
 
     log Z(b) is evaluated on a log-spaced grid over the ladder (b_1 .. b_max) by
@@ -166,11 +246,14 @@ def estimate_noise(energies, bvals: np.ndarray, n_points: int, n_grid: int = 400
     proportional to Z(b) / b, mapped to sigma = b^(-1/2). ``b_range`` sets the
     range instead of the ladder's: models compared by their b-marginal evidence
     need the same prior on b even when their ladders were tuned apart.
+    ``f_ladders``: each run's :func:`bridge` estimate, when already computed.
     """
     runs = [np.asarray(energies, float)] if np.ndim(energies) == 2 else [np.asarray(e, float) for e in energies]
     b_pos = bvals[bvals > 0]
     grid = np.geomspace(*(b_range or (b_pos[0], b_pos[-1])), n_grid)
-    logz_runs = np.array([log_evidence(free_energy_curve(e, bvals, n_points, grid), grid, n_points) for e in runs])
+    f_ladders = [None] * len(runs) if f_ladders is None else f_ladders
+    logz_runs = np.array([log_evidence(free_energy_curve(e, bvals, n_points, grid, f), grid, n_points)
+                          for e, f in zip(runs, f_ladders)])
     logz = combine_runs(logz_runs)
     i = int(np.argmax(logz))
     # posterior over log b (uniform prior in log b): weights Z(b) on the log grid

@@ -257,9 +257,9 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
     ss_runs = np.array([fe.stepping_stone(o["energies"], bvals, n) for o in runs])
     ti_runs = np.array([fe.thermodynamic_integration(o["energies"], bvals, n) for o in runs])
     if boot_rng is None:
-        boot = np.array([fe.batch_means_error(o["energies"], bvals, n) for o in runs])
+        boot = np.array([fe.batch_means_error(o["energies"], bvals, n, guess=f) for o, f in zip(runs, f_runs)])
     else:
-        boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng) for o in runs])
+        boot = np.array([fe.block_bootstrap(o["energies"], bvals, n, boot_rng, guess=f) for o, f in zip(runs, f_runs)])
     f = -fe.combine_runs(-f_runs)  # mean of the runs' Z: a run left in a poorer mode only loses evidence
     # error of the mean over runs: bootstrap within runs, and the spread between runs when there are several
     err_boot = np.sqrt((boot**2).sum(axis=0)) / len(runs)
@@ -278,7 +278,8 @@ def _evaluate_k(runs: list[dict], spec: PosteriorSpec, bvals, n: int, boot_rng: 
         entry["log_z"] = float(fe.log_evidence(f[-1], bvals[-1], n))
         entry["log_z_err"] = float(f_err[-1])
     else:
-        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range, n_grid=spec.noise_grid)
+        noise = fe.estimate_noise([o["energies"] for o in runs], bvals, n, b_range=b_range, n_grid=spec.noise_grid,
+                                  f_ladders=list(f_runs))
         entry["noise"] = noise
         entry["target_index"] = int(np.argmin(np.abs(np.log(bvals[1:] / noise["b_hat"])))) + 1
         entry["log_z"] = noise["log_evidence_marginal"]

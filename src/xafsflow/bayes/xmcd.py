@@ -301,8 +301,12 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
         """Cells (a, b) for b in ks; a row's chains share a runner (random streams, checkpoints)."""
         if a not in runners:
             ck = None if checkpoint_dir is None else str(Path(checkpoint_dir) / "dichroism" / f"pos{a}")
+
+            def row_log(msg, a=a):
+                log(f"K_pos={a}, " + re.sub(r"^K=", "K_neg=", msg))
+
             runners[a] = (cell_spec(a), _Runner(x, y, cell_spec(a), seed, f"{scan_id}/dichroism/pos{a}", client,
-                                                ck, lambda msg, a=a: log(f"K_pos={a}, " + re.sub(r"^K=", "K_neg=", msg))))
+                                                ck, row_log))
         cs, runner = runners[a]
         pilots = runner.pilots(ks, base) if tune else {}
         for b in ks:
