@@ -141,27 +141,23 @@ def thermodynamic_integration(energies: np.ndarray, bvals: np.ndarray, n_points:
 
 
 def batch_means_error(energies: np.ndarray, bvals: np.ndarray, n_points: int, n_batches: int = 5,
-                      estimator=None, guess: np.ndarray | None = None) -> np.ndarray:
-    """Standard error of ``estimator`` (F at every ladder point) from ``n_batches`` contiguous batches.
+                      guess: np.ndarray | None = None) -> np.ndarray:
+    """Standard error of the bridge estimate of F at every ladder point from ``n_batches`` contiguous batches.
 
-    A cheap error for deciding whether to sample on (n_batches estimator calls
+    A cheap error for deciding whether to sample on (n_batches bridge calls
     instead of a bootstrap's hundred); the product reports the block bootstrap.
     Energies beyond ``MAX_ERROR_SAMPLES`` sweeps are thinned first (:func:`thinned`);
     ``guess``: the bridge estimate of F from all of them (:func:`bridge`), if known.
     """
     e = thinned(energies)
-    if estimator is None:
-        guess = bridge(e, bvals, n_points) if guess is None else guess
-        vals = np.array([bridge(part, bvals, n_points, guess) for part in np.array_split(e, n_batches)])
-    else:
-        vals = np.array([estimator(part, bvals, n_points) for part in np.array_split(e, n_batches)])
+    guess = bridge(e, bvals, n_points) if guess is None else guess
+    vals = np.array([bridge(part, bvals, n_points, guess) for part in np.array_split(e, n_batches)])
     return vals.std(axis=0, ddof=1) / math.sqrt(n_batches)
 
 
 def block_bootstrap(energies: np.ndarray, bvals: np.ndarray, n_points: int, rng: np.random.Generator,
-                    n_boot: int = 100, n_blocks: int = 20, estimator=None,
-                    guess: np.ndarray | None = None) -> np.ndarray:
-    """Standard error of ``estimator`` (F at every ladder point) by a moving-block bootstrap.
+                    n_boot: int = 100, n_blocks: int = 20, guess: np.ndarray | None = None) -> np.ndarray:
+    """Standard error of the bridge estimate of F at every ladder point by a moving-block bootstrap.
 
     Sweeps are resampled in contiguous blocks (the same blocks for every replica,
     which keeps their correlation through exchanges). Energies beyond
@@ -169,11 +165,7 @@ def block_bootstrap(energies: np.ndarray, bvals: np.ndarray, n_points: int, rng:
     the bridge estimate of F from all of them, if known.
     """
     e = thinned(energies)
-    if estimator is None:
-        guess = bridge(e, bvals, n_points) if guess is None else guess
-
-        def estimator(part, bv, n):
-            return bridge(part, bv, n, guess)
+    guess = bridge(e, bvals, n_points) if guess is None else guess
     s = e.shape[0]
     blen = max(1, s // n_blocks)
     nb = s // blen
@@ -182,7 +174,7 @@ def block_bootstrap(energies: np.ndarray, bvals: np.ndarray, n_points: int, rng:
     idx_base = np.arange(blen)
     for i in range(n_boot):
         idx = (starts[i][:, None] + idx_base[None, :]).ravel()
-        out[i] = estimator(e[idx], bvals, n_points)
+        out[i] = bridge(e[idx], bvals, n_points, guess)
     return out.std(axis=0, ddof=1)
 
 

@@ -274,9 +274,8 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
     probability >= ``spec.base.expand_p`` and the points support the new top
     cell, up to ``spec.grid_limit`` (each range's own top when larger; 1 keeps the grid as given).
     """
-    from xafsflow.bayes.posterior import (_ladder, _Runner, _sample_k, check_spectrum, n_parameters,
+    from xafsflow.bayes.posterior import (_ladder, _Runner, _sample_k, check_spectrum, largest_supported_k,
                                           require_points)
-    from xafsflow.bayes.settings import MIN_POINTS_PER_PARAMETER
 
     kp = list(range(spec.k_pos[0], spec.k_pos[1] + 1))
     kn = list(range(spec.k_neg[0], spec.k_neg[1] + 1))
@@ -323,11 +322,11 @@ def _grid(x, y, spec: XmcdSpec, area_max, seed, scan_id, client, log, checkpoint
         sample_row(a, kn)
     log_z, p = table()
     lim_pos, lim_neg = max(spec.grid_limit, spec.k_pos[1]), max(spec.grid_limit, spec.k_neg[1])
-    fits = lambda a, b: x.size >= MIN_POINTS_PER_PARAMETER * n_parameters("xmcd", a + b)  # noqa: E731
+    k_points = largest_supported_k("xmcd", x.size)  # a cell has K_pos + K_neg components
     while True:
-        grow_neg = p[:, -1].sum() >= spec.base.expand_p and kn[-1] < lim_neg and fits(kp[-1], kn[-1] + 1)
+        grow_neg = p[:, -1].sum() >= spec.base.expand_p and kn[-1] < lim_neg and kp[-1] + kn[-1] < k_points
         grow_pos = (p[-1, :].sum() >= spec.base.expand_p and kp[-1] < lim_pos
-                    and fits(kp[-1] + 1, kn[-1] + int(grow_neg)))
+                    and kp[-1] + kn[-1] + int(grow_neg) < k_points)
         if not (grow_neg or grow_pos):
             break
         if grow_neg:
