@@ -1,7 +1,7 @@
 """How many components a measured spectrum asks for: best least-squares fit of the posterior's model at each K.
 
     PYTHONPATH=src python benchmarks/xanes_residual_profile.py [--files fe2o3_rt feo_rt1] [--model xanes]
-                                                               [--k-max 8] [--starts 60]
+                                                               [--k-max 8] [--starts 60] [--fit-range LO HI]
 
 For each file of ``../shared/data/xdi/``: ingest and normalize as the workflow
 does (schema defaults), take the posterior product's fitted window and model
@@ -77,9 +77,16 @@ def main() -> None:
     ap.add_argument("--k-max", type=int, default=8)
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=20261203)
+    ap.add_argument("--fit-range", nargs=2, type=float, default=None,
+                    help="fitted range (eV; the model's reference) instead of the schema default")
     args = ap.parse_args()
     params = kind_params("xanes", None)
     p = dict(params["posterior"], model=args.model)
+    if args.fit_range is not None:
+        if args.model == "preedge":
+            p["preedge"] = dict(p["preedge"], fit_range=list(args.fit_range))
+        else:
+            p["fit_range"] = list(args.fit_range)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.files:
             raw = ingest(name, "xanes", "xdi", [str(SHARED / f"{name}.xdi")], Path(tmp) / f"{name}.raw.zarr", fields={})
