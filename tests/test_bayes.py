@@ -314,6 +314,25 @@ def test_bad_spectra_are_input_errors(case):
         analyse(x, y, spec, 1, "bad")
 
 
+def test_pre_run_checks_refuse_too_few_points_in_the_jobs_words():
+    """The config checks run before any job word a too-short scan as the analysis itself would refuse it."""
+    from xafsflow.bayes.posterior import require_points
+    from xafsflow.products import posterior as post_product
+    from xafsflow.products import xmcd_posterior
+    from xafsflow.schemas import analysis_defaults
+
+    p = dict(analysis_defaults("xanes")["posterior"], k_min=2, k_max=4)  # xanes model: 7 + 3 K parameters
+    assert post_product.check(p, n_points=26) == []  # K = 2: 13 parameters, 26 points
+    with pytest.raises(InputError) as exc:
+        require_points(25, "xanes", 2)
+    assert post_product.check(p, n_points=25) == [exc.value.reason]
+    x = dict(analysis_defaults("xmcd")["xmcd_posterior"], k_max=2, k_pos=[1, 3], k_neg=[1, 2])  # 5 components
+    assert xmcd_posterior.check(x, n_points=30) == []
+    with pytest.raises(InputError) as exc:
+        require_points(29, "xmcd", 5)
+    assert xmcd_posterior.check(x, n_points=29) == [exc.value.reason]
+
+
 def test_k_max_beyond_the_points_is_lowered():
     """20 points support 10 parameters: K = 3 Gaussians (9) but not 4; k_max 6 becomes 3, recorded."""
     x, y = nagata_data(1)

@@ -419,13 +419,20 @@ def n_parameters(model: str, K: int) -> int:
     return BACKGROUND_PARAMS[model] + 3 * K
 
 
-def require_points(n: int, model: str, K: int, source: str | None = None) -> None:
-    """Refuse ``n`` points for a model with K components (fewer than MIN_POINTS_PER_PARAMETER per parameter)."""
+def points_problem(n: int, model: str, K: int) -> str | None:
+    """Why ``n`` points cannot support ``model`` with K components (MIN_POINTS_PER_PARAMETER each), or None."""
     p = n_parameters(model, K)
-    if n < MIN_POINTS_PER_PARAMETER * p:
-        raise AnalysisInputError(f"{n} points cannot support K = {K} ({p} parameters; need at least "
-                                 f"{MIN_POINTS_PER_PARAMETER * p} points): lower the K range or widen the fitted "
-                                 "range", source)
+    if n >= MIN_POINTS_PER_PARAMETER * p:
+        return None
+    return (f"{n} points cannot support K = {K} ({p} parameters; need at least {MIN_POINTS_PER_PARAMETER * p} "
+            "points): lower the K range or widen the fitted range")
+
+
+def require_points(n: int, model: str, K: int, source: str | None = None) -> None:
+    """Refuse ``n`` points for a model with K components (:func:`points_problem`)."""
+    problem = points_problem(n, model, K)
+    if problem:
+        raise AnalysisInputError(problem, source)
 
 
 def largest_supported_k(model: str, n: int) -> int:

@@ -101,7 +101,7 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         One message per problem, in the words the job itself would use.
     """
     from xafsflow.bayes.models import check_priors
-    from xafsflow.bayes.settings import BACKGROUND_PARAMS, MIN_POINTS_PER_PARAMETER
+    from xafsflow.bayes.posterior import points_problem
 
     problems = []
     try:
@@ -129,11 +129,9 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         check_priors(params["model"], params.get("priors") or {})
     except InputError as exc:
         problems.append(exc.reason)
-    p_min = BACKGROUND_PARAMS[params["model"]] + 3 * params["k_min"]
-    need = MIN_POINTS_PER_PARAMETER * p_min
-    if n_points is not None and n_points < need:  # a k_max beyond the points is lowered by the analysis
-        problems.append(f"{n_points} points cannot support K = {params['k_min']} ({p_min} parameters; "
-                        f"need at least {need} points): lower k_min or widen the fitted range")
+    problem = None if n_points is None else points_problem(n_points, params["model"], params["k_min"])
+    if problem:  # a k_max beyond the points is lowered by the analysis
+        problems.append(problem)
     return problems
 
 

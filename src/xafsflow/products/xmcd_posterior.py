@@ -69,12 +69,12 @@ def check(params: dict, n_points: int | None = None) -> list[str]:
         sect, name = key.split(".")
         if params[sect][name] % block:
             problems.append(f"{key} ({params[sect][name]}) must be a multiple of block ({block})")
-    from xafsflow.bayes.settings import MIN_POINTS_PER_PARAMETER
+    from xafsflow.bayes.posterior import points_problem
 
-    p_max = 3 * max(params["k_max"], params["k_pos"][1] + params["k_neg"][1])
-    need = MIN_POINTS_PER_PARAMETER * p_max
-    if n_points is not None and n_points < need:
-        problems.append(f"{n_points} points cannot support {p_max} parameters (need at least {need} points)")
+    k_top = max(params["k_max"], params["k_pos"][1] + params["k_neg"][1])  # components of the largest model
+    problem = None if n_points is None else points_problem(n_points, "xmcd", k_top)
+    if problem:
+        problems.append(problem)
     return problems
 
 
